@@ -1,0 +1,2 @@
+/* placeholder: replaced by the reader's implementation */
+#include "format/readers.h"
