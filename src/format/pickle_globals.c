@@ -1,0 +1,2 @@
+/* placeholder: replaced by the implementation */
+#include "format/pickle.h"
