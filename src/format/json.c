@@ -9,9 +9,9 @@
 /*
  * Recover the key that jansson reported as a duplicate. The error position is
  * the byte just past the key's closing quote, so the key is the string that
- * ends there: scan back to its opening quote (one not escaped by an odd run of
- * backslashes) and let jansson decode the escapes. Returns 0 when name holds
- * the key.
+ * ends there. Scan back to its opening quote, the first one not escaped by an
+ * odd run of backslashes, and let jansson decode the escapes. Returns 0 when
+ * name contains the key.
  */
 static int duplicate_key_name(const uint8_t *data, size_t size, size_t end, char *name,
                               size_t name_size)

@@ -79,6 +79,8 @@ struct bcpm_pickle_value {
             struct bcpm_pickle_value **keys;
             struct bcpm_pickle_value **values;
             size_t count;
+            struct bcpm_pickle_value *state; /* BUILD on the dict (OrderedDict's
+                                                _metadata holder), or NULL */
         } dict;
         struct {
             const char *module;
@@ -89,6 +91,9 @@ struct bcpm_pickle_value {
             struct bcpm_pickle_value *callable; /* a GLOBAL node (or any value) */
             struct bcpm_pickle_value *args;     /* usually a TUPLE */
             struct bcpm_pickle_value *state;    /* from BUILD, or NULL */
+            struct bcpm_pickle_value *kwargs;   /* NEWOBJ_EX keyword arguments, or NULL */
+            struct bcpm_pickle_value *items;    /* LIST, DICT or SET of what APPEND(S),
+                                                   SETITEM(S) or ADDITEMS added, or NULL */
         } object;
         struct {
             struct bcpm_pickle_value *pid;
@@ -108,9 +113,19 @@ struct bcpm_pickle_input {
 
 /*
  * Parse one pickle, up to and including its STOP opcode. Findings for unsafe
- * and unknown globals are appended to findings. options supplies the allowed
- * globals and the limits (NULL for defaults). On success *out is owned by the
- * caller (bcpm_pickle_free).
+ * and unknown globals are appended to findings (which may be NULL), once per
+ * module.name, and stay there when a later opcode fails. options supplies the
+ * allowed globals and the limits (NULL for defaults). On success *out is
+ * owned by the caller (bcpm_pickle_free).
+ *
+ * Errors: BCPM_ERR_CORRUPT (malformed pickle), BCPM_ERR_LIMIT (a cap hit),
+ * BCPM_ERR_UNSUPPORTED (EXT1/2/4, out-of-band buffers, protocol above 5, a
+ * recursive structure), BCPM_ERR_NOMEM. Messages start with "pickle opcode
+ * NAME:" and err's offset is the opcode's offset in the file.
+ *
+ * The value graph is acyclic and no deeper than limits.max_nesting, so it
+ * can be walked recursively; values may be shared (memo), so a walk may meet
+ * the same node twice.
  */
 int bcpm_pickle_load(struct bcpm_pickle **out, const struct bcpm_pickle_input *input,
                      const struct bcpm_open_options *options, struct bcpm_findings *findings,
@@ -128,8 +143,22 @@ void bcpm_pickle_free(struct bcpm_pickle *pickle);
 enum bcpm_global_class bcpm_pickle_classify(const char *module, const char *name,
                                             const struct bcpm_open_options *options);
 
-/* 1 if value is a GLOBAL node (or OBJECT whose callable is) for module.name. */
+/*
+ * 1 if value is a GLOBAL node (or OBJECT whose callable is) for module.name,
+ * as written or under its Python 3 name ("__builtin__.set" is "builtins.set").
+ */
 int bcpm_pickle_is_global(const struct bcpm_pickle_value *value, const char *module,
                           const char *name);
+
+/*
+ * The value stored under the string key in a DICT value, or NULL when value
+ * is not a dict or has no such key. With duplicate keys the last one wins, as
+ * in Python.
+ */
+const struct bcpm_pickle_value *bcpm_pickle_dict_get(const struct bcpm_pickle_value *value,
+                                                     const char *key);
+
+/* Lowercase name of a kind for messages ("dict", "tuple", "object", ...). */
+const char *bcpm_pickle_kind_name(enum bcpm_pickle_kind kind);
 
 #endif

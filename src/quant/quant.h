@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "io/error.h"
+#include "io/map.h"
 #include "tensor/catalog.h"
 
 /* Distinct nonzero magnitudes tracked per group before it counts as "many". */
@@ -31,6 +32,7 @@ struct bcpm_ternary_group {
     uint32_t first_column[BCPM_TERNARY_MAX_MAGNITUDES];
     uint32_t last_column[BCPM_TERNARY_MAX_MAGNITUDES];
     uint32_t codes[3];       /* elements equal to -s, 0, +s for the main magnitude */
+    int64_t first_bad_column; /* first column (in the row) not -s, 0 or +s, or -1 */
 };
 
 struct bcpm_ternary_scan {
@@ -52,6 +54,33 @@ struct bcpm_value_stats {
 };
 
 /*
+ * How a kernel runs. A zeroed struct (or NULL) means: the thread count set by
+ * bcpm_quant_set_threads, keep per-group results, release nothing.
+ */
+struct bcpm_quant_options {
+    int threads;                   /* 0: the process default */
+    int summary_only;              /* 1: fill totals only, leave groups NULL */
+    const struct bcpm_map *release; /* map holding the tensor: pages are dropped
+                                       from the resident set once scanned */
+};
+
+/*
+ * Set the default thread count of the kernels; n <= 0 means every online CPU
+ * (the initial setting). Safe to call at any time from any thread.
+ */
+void bcpm_quant_set_threads(int n);
+
+/* The default thread count now in effect (at least 1). */
+int bcpm_quant_threads(void);
+
+/*
+ * The map that holds tensor's bytes, for bcpm_quant_options.release, or NULL
+ * when the bytes live in a buffer the catalog owns (an inflated zip entry).
+ */
+const struct bcpm_map *bcpm_quant_tensor_map(const struct bcpm_catalog *catalog,
+                                             const struct bcpm_tensor *tensor);
+
+/*
  * Scan a floating-point tensor (BF16, F16, F32, F64) for ternary groups.
  * group_size must divide the column count unless it is -1. On success
  * free out with bcpm_ternary_scan_free.
@@ -59,10 +88,30 @@ struct bcpm_value_stats {
 int bcpm_ternary_scan(const struct bcpm_tensor *tensor, int64_t group_size,
                       struct bcpm_ternary_scan *out, struct bcpm_error *err);
 
+/* bcpm_ternary_scan with explicit options (options may be NULL). */
+int bcpm_ternary_scan_ex(const struct bcpm_tensor *tensor, int64_t group_size,
+                         const struct bcpm_quant_options *options,
+                         struct bcpm_ternary_scan *out, struct bcpm_error *err);
+
+/*
+ * bcpm_ternary_scan on a tensor of catalog, dropping its pages from the
+ * resident set once scanned. Use this one on whole checkpoints.
+ */
+int bcpm_ternary_scan_in(const struct bcpm_catalog *catalog, const struct bcpm_tensor *tensor,
+                         int64_t group_size, struct bcpm_ternary_scan *out,
+                         struct bcpm_error *err);
+
 void bcpm_ternary_scan_free(struct bcpm_ternary_scan *scan);
 
 /* Count, NaN, Inf, zeros, min, max, sum and sum of squares of any tensor. */
 int bcpm_value_stats(const struct bcpm_tensor *tensor, struct bcpm_value_stats *out,
                      struct bcpm_error *err);
+
+int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quant_options *options,
+                        struct bcpm_value_stats *out, struct bcpm_error *err);
+
+/* bcpm_value_stats on a tensor of catalog, dropping its pages once read. */
+int bcpm_value_stats_in(const struct bcpm_catalog *catalog, const struct bcpm_tensor *tensor,
+                        struct bcpm_value_stats *out, struct bcpm_error *err);
 
 #endif

@@ -164,6 +164,9 @@ static int measure_tensor(struct bcpm_tensor *t, uint64_t element_size, uint64_t
             return -1;
     }
     t->numel = numel;
+    /* PyTorch calls every empty tensor contiguous, whatever its strides. */
+    if (numel == 0)
+        t->contiguous = 1;
 
     if (bcpm_mul_u64(numel, element_size, &t->nbytes) != 0)
         return -1;

@@ -76,7 +76,7 @@ struct bcpm_catalog {
     struct bcpm_tensor *tensors;
     size_t ntensors;
 
-    struct bcpm_findings findings; /* security findings raised while reading */
+    struct bcpm_findings findings; /* raised while reading: security.* and format.* */
 
     /* private: name lookup built by bcpm_catalog_finish */
     uint32_t *index_slots;

@@ -1,0 +1,683 @@
+/*
+ * The reference comparison of one tensor pair: recompute the fake-quant of
+ * the latent rows under both policies and compare with the stored codes and
+ * scales; see reference.h for the classification. Whole-checkpoint pairing
+ * and the findings are in reference_catalog.c.
+ */
+#include "quant/reference.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant/rows.h"
+
+/* A stored value that is neither zero nor the group's main magnitude. */
+#define STORED_OTHER 2
+
+enum { F32 = BCPM_COMPUTE_FLOAT32, HALF = BCPM_COMPUTE_HALF };
+
+void bcpm_reference_options_init(struct bcpm_reference_options *options)
+{
+    memset(options, 0, sizeof(*options));
+    options->group_size = -1;
+    options->eps = BCPM_FAKEQUANT_DEFAULT_EPS;
+    options->policy = BCPM_COMPUTE_AUTO;
+}
+
+/* ---- stored values ---- */
+
+static uint32_t load_key(enum bcpm_dtype dtype, const uint8_t *p, int *negative)
+{
+    uint16_t h;
+    uint32_t w;
+
+    if (dtype == BCPM_DTYPE_F32) {
+        memcpy(&w, p, 4);
+        *negative = (int)(w >> 31);
+        return w & 0x7fffffffu;
+    }
+    memcpy(&h, p, 2);
+    *negative = h >> 15;
+    return h & 0x7fffu;
+}
+
+static float key_to_float(enum bcpm_dtype dtype, uint32_t key)
+{
+    float f;
+
+    switch (dtype) {
+    case BCPM_DTYPE_BF16: return bcpm_bf16_to_f32((uint16_t)key);
+    case BCPM_DTYPE_F16: return bcpm_f16_to_f32((uint16_t)key);
+    default: memcpy(&f, &key, 4); return f;
+    }
+}
+
+/* The bits of a positive float rounded to dtype: its position on the ulp ladder. */
+static uint32_t float_to_key(enum bcpm_dtype dtype, float value)
+{
+    uint32_t w;
+
+    switch (dtype) {
+    case BCPM_DTYPE_BF16: return bcpm_f32_to_bf16(value) & 0x7fffu;
+    case BCPM_DTYPE_F16: return bcpm_f32_to_f16(value) & 0x7fffu;
+    default: memcpy(&w, &value, 4); return w & 0x7fffffffu;
+    }
+}
+
+/* All exponent bits of dtype: a magnitude with all of them set is Inf or NaN. */
+static uint32_t exponent_mask(enum bcpm_dtype dtype)
+{
+    return dtype == BCPM_DTYPE_F32 ? 0x7f800000u : dtype == BCPM_DTYPE_F16 ? 0x7c00u : 0x7f80u;
+}
+
+/*
+ * The most frequent nonzero finite magnitude of a stored group (the first of
+ * up to 8 candidates on ties), or 0 when the group holds only zeros.
+ */
+static uint32_t main_magnitude(enum bcpm_dtype dtype, const uint8_t *p, uint64_t n)
+{
+    uint32_t keys[8], counts[8], best = 0;
+    unsigned tracked = 0;
+    size_t size = bcpm_dtype_size(dtype);
+    uint32_t exponent = exponent_mask(dtype);
+
+    for (uint64_t i = 0; i < n; i++) {
+        int negative;
+        uint32_t key = load_key(dtype, p + i * size, &negative);
+        unsigned j;
+
+        if (key == 0 || (key & exponent) == exponent)
+            continue;
+        for (j = 0; j < tracked && keys[j] != key; j++)
+            ;
+        if (j == tracked) {
+            if (tracked == 8)
+                continue;
+            keys[j] = key;
+            counts[j] = 0;
+            tracked++;
+        }
+        counts[j]++;
+    }
+    for (unsigned j = 0; j < tracked; j++) {
+        if (counts[j] > counts[best])
+            best = j;
+    }
+    return tracked ? keys[best] : 0;
+}
+
+/*
+ * Stored codes of a group: 0, the sign of the main magnitude, or
+ * STORED_OTHER. Returns the main magnitude (0 if none) and the number of
+ * nonzero codes in *nonzero.
+ */
+static uint32_t stored_codes(enum bcpm_dtype dtype, const uint8_t *p, uint64_t n, int8_t *out,
+                             uint64_t *nonzero)
+{
+    size_t size = bcpm_dtype_size(dtype);
+    uint32_t magnitude = 0;
+    uint64_t others = 0, count = 0;
+    uint32_t exponent = exponent_mask(dtype);
+    int negative;
+
+    /* Try the first nonzero magnitude; fall back to the most frequent one. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        others = 0;
+        count = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t key = load_key(dtype, p + i * size, &negative);
+            if (key == 0) {
+                out[i] = 0;
+                continue;
+            }
+            if (magnitude == 0 && attempt == 0 && (key & exponent) != exponent)
+                magnitude = key;
+            if (key == magnitude) {
+                out[i] = negative ? -1 : 1;
+                count++;
+            } else {
+                out[i] = STORED_OTHER;
+                others++;
+            }
+        }
+        if (others == 0)
+            break;
+        magnitude = main_magnitude(dtype, p, n);
+    }
+    *nonzero = count;
+    return magnitude;
+}
+
+/* ---- one worker's share ---- */
+
+struct compare_job {
+    const struct bcpm_tensor *pseudo, *latent;
+    const struct bcpm_reference_options *options;
+    const struct bcpm_map *release_pseudo, *release_latent;
+    uint64_t rows, columns, group;
+    enum bcpm_dtype half;
+    struct bcpm_reference_result *partial; /* one per worker */
+    int *failed;                           /* one per worker */
+};
+
+struct row_buffers {
+    float *w32, *w_half;
+    int8_t *code[2], *stored, *alt;
+    uint8_t *scratch_pseudo, *scratch_latent;
+};
+
+static void free_buffers(struct row_buffers *b)
+{
+    free(b->w32);
+    if (b->w_half != b->w32)
+        free(b->w_half);
+    free(b->code[0]);
+    free(b->code[1]);
+    free(b->stored);
+    free(b->alt);
+    free(b->scratch_pseudo);
+    free(b->scratch_latent);
+}
+
+static int alloc_buffers(const struct compare_job *job, struct row_buffers *b)
+{
+    uint64_t c = job->columns;
+
+    memset(b, 0, sizeof(*b));
+    b->w32 = malloc(c * sizeof(float));
+    b->w_half = job->latent->dtype == BCPM_DTYPE_F32 ? malloc(c * sizeof(float)) : b->w32;
+    b->code[0] = malloc(c);
+    b->code[1] = malloc(c);
+    b->stored = malloc(c);
+    b->alt = malloc(4 * job->group);
+    b->scratch_pseudo = malloc(c * bcpm_dtype_size(job->pseudo->dtype));
+    b->scratch_latent = malloc(c * bcpm_dtype_size(job->latent->dtype));
+    if (!b->w32 || !b->w_half || !b->code[0] || !b->code[1] || !b->stored || !b->alt ||
+        !b->scratch_pseudo || !b->scratch_latent) {
+        free_buffers(b);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Codes under each policy with the group sums one ulp lower and higher:
+ * alt[0..n) float32 low, [n..2n) float32 high, [2n..3n) half low,
+ * [3n..4n) half high.
+ */
+static void alternate_codes(const struct compare_job *job, const float *w32, const float *w_half,
+                            const struct bcpm_fakequant_scale *sc, int8_t *alt)
+{
+    uint64_t n = job->group;
+
+    for (int side = 0; side < 2; side++) {
+        float toward = side == 0 ? -INFINITY : INFINITY;
+        struct bcpm_fakequant_scale moved;
+
+        bcpm_fakequant_scales(nextafterf(sc->sum, toward), nextafterf(sc->sum_half, toward), n,
+                              job->options->eps, job->half, &moved);
+        bcpm_fakequant_codes(w32, n, moved.s32, BCPM_COMPUTE_FLOAT32, job->half,
+                             alt + (uint64_t)side * n);
+        bcpm_fakequant_codes(w_half, n, moved.s_half, BCPM_COMPUTE_HALF, job->half,
+                             alt + (uint64_t)(2 + side) * n);
+    }
+}
+
+
+static float stored_value(enum bcpm_dtype dtype, const uint8_t *p)
+{
+    int negative;
+    float v = key_to_float(dtype, load_key(dtype, p, &negative));
+
+    return negative ? -v : v;
+}
+
+/* Whether stored element i is code * Inf: NaN for code 0, an infinity of the code's sign. */
+static int overflow_value_matches(const struct compare_job *job, const uint8_t *pseudo_row,
+                                  uint64_t i, int8_t code)
+{
+    float v = stored_value(job->pseudo->dtype,
+                           pseudo_row + i * bcpm_dtype_size(job->pseudo->dtype));
+
+    return code == 0 ? isnan(v) : isinf(v) && (v < 0) == (code < 0);
+}
+
+/* Codes of one group under one policy p against the stored codes. */
+static void compare_codes(const struct compare_job *job, int p, uint64_t row, uint64_t g0,
+                          const int8_t *code, const int8_t *other, int other_overflow,
+                          const int8_t *stored,
+                          int8_t *alt, int *have_alt, const float *w32, const float *w_half,
+                          const struct bcpm_fakequant_scale *sc, const uint8_t *pseudo_row,
+                          struct bcpm_reference_policy *r)
+{
+    uint64_t n = job->group;
+
+    /* Fast path: every stored code is this policy's code. */
+    if (memcmp(code, stored, n) == 0) {
+        r->matches += n;
+        for (uint64_t i = 0; i < n; i++)
+            r->confusion[code[i] + 1][code[i] + 1]++;
+        return;
+    }
+
+    for (uint64_t i = 0; i < n; i++) {
+        int8_t s = stored[i];
+
+        if (s == STORED_OTHER) {
+            /* NaN or Inf is what the other policy stores when its scale overflowed. */
+            if (other_overflow && overflow_value_matches(job, pseudo_row, g0 + i, other[i])) {
+                r->boundary++;
+                continue;
+            }
+            r->stored_other++;
+        } else {
+            r->confusion[code[i] + 1][s + 1]++;
+            if (s == code[i]) {
+                r->matches++;
+                continue;
+            }
+            if (!*have_alt) {
+                alternate_codes(job, w32, w_half, sc, alt);
+                *have_alt = 1;
+            }
+            if (s == other[i] || s == alt[(uint64_t)(p == F32 ? 0 : 2) * n + i] ||
+                s == alt[(uint64_t)(p == F32 ? 1 : 3) * n + i]) {
+                r->boundary++;
+                continue;
+            }
+        }
+        r->mismatches++;
+        if (r->first_mismatch_row < 0) {
+            r->first_mismatch_row = (int64_t)row;
+            r->first_mismatch_column = (int64_t)(g0 + i);
+            r->first_mismatch_latent = w32[i];
+            r->first_mismatch_stored = stored_value(
+                job->pseudo->dtype, pseudo_row + (g0 + i) * bcpm_dtype_size(job->pseudo->dtype));
+        }
+    }
+}
+
+static uint64_t ulps_between(uint32_t a, uint32_t b)
+{
+    return a > b ? a - b : b - a;
+}
+
+static int ulps_bin(uint64_t ulps)
+{
+    return ulps == 0 ? BCPM_ULPS_0 : ulps == 1 ? BCPM_ULPS_1 : ulps <= 3 ? BCPM_ULPS_2_3
+                                                                         : BCPM_ULPS_4_PLUS;
+}
+
+/* The stored scale of one group against the scale of policy p. */
+static void compare_scale(const struct compare_job *job, int p, uint64_t row, uint64_t group_index,
+                          uint32_t stored_key, uint64_t nonzero,
+                          const struct bcpm_fakequant_scale *sc, struct bcpm_reference_policy *r)
+{
+    enum bcpm_dtype dtype = job->pseudo->dtype;
+    float expected = p == F32 ? sc->s32 : sc->s_half;
+    uint32_t expected_key = float_to_key(dtype, expected);
+    uint64_t ulps = ulps_between(stored_key, expected_key);
+
+    r->scale_groups++;
+
+    /* The scale the other policy gives is a boundary case, as its codes are. */
+    if (ulps != 0 && float_to_key(dtype, p == F32 ? sc->s_half : sc->s32) == stored_key) {
+        r->scale_boundary++;
+        ulps = 0;
+    }
+    if (ulps != 0) {
+        /* The same scale with the float32 sum one ulp lower or higher. */
+        for (int side = 0; side < 2 && ulps != 0; side++) {
+            float toward = side == 0 ? -INFINITY : INFINITY;
+            struct bcpm_fakequant_scale moved;
+            bcpm_fakequant_scales(nextafterf(sc->sum, toward), nextafterf(sc->sum_half, toward),
+                                  job->group, job->options->eps, job->half, &moved);
+            if (float_to_key(dtype, p == F32 ? moved.s32 : moved.s_half) == stored_key) {
+                r->scale_boundary++;
+                ulps = 0;
+            }
+        }
+    }
+
+    r->scale_histogram[ulps_bin(ulps)]++;
+    if (ulps > r->scale_ulps_max)
+        r->scale_ulps_max = ulps;
+    if (ulps <= job->options->scale_tolerance_ulps)
+        return;
+
+    r->scale_errors++;
+    {
+        /* Quantizing twice scales s by the group's fraction of nonzero codes. */
+        double ratio = (double)key_to_float(dtype, stored_key) / (double)expected;
+        double fraction = (double)nonzero / (double)job->group;
+        if (fabs(ratio - fraction) <= fraction / 128.0)
+            r->twice_groups++;
+    }
+    if (r->first_scale_row < 0) {
+        r->first_scale_row = (int64_t)row;
+        r->first_scale_group = (int64_t)group_index;
+        r->first_scale_ulps = ulps;
+        r->first_scale_stored = key_to_float(dtype, stored_key);
+        r->first_scale_expected = key_to_float(dtype, expected_key);
+    }
+}
+
+/*
+ * A group whose scale under policy p overflowed to infinity (an F16 sum of
+ * very large values): code * s is NaN for code 0 and +-Inf otherwise, which
+ * is what PyTorch stores. No scale to compare.
+ */
+static void compare_overflow_group(const struct compare_job *job, uint64_t row, uint64_t g0,
+                                   const int8_t *code, const int8_t *other,
+                                   const int8_t *stored, const float *w32,
+                                   const uint8_t *pseudo_row, struct bcpm_reference_policy *r)
+{
+    for (uint64_t i = 0; i < job->group; i++) {
+        float v;
+
+        if (overflow_value_matches(job, pseudo_row, g0 + i, code[i])) {
+            r->matches++;
+            continue;
+        }
+        /* A finite code the other policy gives: the policies differ, the export is fine. */
+        if (stored[i] != STORED_OTHER && stored[i] == other[i]) {
+            r->boundary++;
+            continue;
+        }
+        v = stored_value(job->pseudo->dtype,
+                         pseudo_row + (g0 + i) * bcpm_dtype_size(job->pseudo->dtype));
+        r->mismatches++;
+        if (r->first_mismatch_row < 0) {
+            r->first_mismatch_row = (int64_t)row;
+            r->first_mismatch_column = (int64_t)(g0 + i);
+            r->first_mismatch_latent = w32[i];
+            r->first_mismatch_stored = v;
+        }
+    }
+}
+
+/* Find the first NaN or Inf of a latent group; -1 if none. */
+static int64_t first_nonfinite(const float *w, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        if (isnan(w[i]) || isinf(w[i]))
+            return (int64_t)i;
+    }
+    return -1;
+}
+
+static void compare_group(const struct compare_job *job, struct row_buffers *b, uint64_t row,
+                          uint64_t g0, const uint8_t *latent_row, const uint8_t *pseudo_row,
+                          struct bcpm_reference_result *res)
+{
+    size_t lsize = bcpm_dtype_size(job->latent->dtype);
+    size_t psize = bcpm_dtype_size(job->pseudo->dtype);
+    uint64_t n = job->group, nonzero;
+    const float *w32 = b->w32 + g0, *w_half = b->w_half + g0;
+    struct bcpm_fakequant_scale sc;
+    float sum, sum_half;
+    uint32_t stored_key;
+    int have_alt = 0, overflow[2];
+    int8_t *code[2] = {b->code[0] + g0, b->code[1] + g0};
+    int8_t *stored = b->stored + g0;
+
+    sum = bcpm_fakequant_abs_sum(job->latent->dtype, latent_row + g0 * lsize, n);
+    sum_half = b->w_half == b->w32 ? sum
+                                   : bcpm_fakequant_abs_sum(BCPM_DTYPE_F32,
+                                                            (const uint8_t *)w_half, n);
+
+    /* NaN or Inf in the latent group makes every code of it NaN: report, skip. */
+    if (isnan(sum) || isinf(sum)) {
+        int64_t c = first_nonfinite(w32, n);
+        if (c >= 0) {
+            res->nonfinite_groups++;
+            if (res->first_nonfinite_row < 0) {
+                res->first_nonfinite_row = (int64_t)row;
+                res->first_nonfinite_column = (int64_t)g0 + c;
+            }
+            return;
+        }
+    }
+
+    bcpm_fakequant_scales(sum, sum_half, n, job->options->eps, job->half, &sc);
+    bcpm_fakequant_codes(w32, n, sc.s32, BCPM_COMPUTE_FLOAT32, job->half, code[F32]);
+    bcpm_fakequant_codes(w_half, n, sc.s_half, BCPM_COMPUTE_HALF, job->half, code[HALF]);
+    if (memcmp(code[F32], code[HALF], n) != 0) {
+        for (uint64_t i = 0; i < n; i++)
+            res->policy_disagreements += code[F32][i] != code[HALF][i];
+    }
+    stored_key = stored_codes(job->pseudo->dtype, pseudo_row + g0 * psize, n, stored, &nonzero);
+    overflow[F32] = isinf(sc.s32);
+    overflow[HALF] = isinf(sc.s_half);
+
+    for (int p = 0; p < 2; p++) {
+        if (overflow[p]) {
+            compare_overflow_group(job, row, g0, code[p], code[1 - p], stored, w32, pseudo_row,
+                                   &res->policy[p]);
+            continue;
+        }
+        compare_codes(job, p, row, g0, code[p], code[1 - p], overflow[1 - p], stored, b->alt,
+                      &have_alt, w32,
+                      w_half, &sc, pseudo_row, &res->policy[p]);
+        if (stored_key != 0)
+            compare_scale(job, p, row, g0 / n, stored_key, nonzero, &sc, &res->policy[p]);
+    }
+}
+
+static void init_result(struct bcpm_reference_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->first_nonfinite_row = -1;
+    r->first_nonfinite_column = -1;
+    for (int p = 0; p < 2; p++) {
+        r->policy[p].first_mismatch_row = -1;
+        r->policy[p].first_mismatch_column = -1;
+        r->policy[p].first_scale_row = -1;
+        r->policy[p].first_scale_group = -1;
+    }
+}
+
+static void compare_rows(void *context, int worker, uint64_t begin, uint64_t end)
+{
+    struct compare_job *job = context;
+    struct bcpm_reference_result *res = &job->partial[worker];
+    uint64_t stride = bcpm_quant_release_stride(job->columns *
+                                                bcpm_dtype_size(job->latent->dtype));
+    uint64_t released = begin;
+    struct row_buffers b;
+
+    init_result(res);
+    if (alloc_buffers(job, &b) != 0) {
+        job->failed[worker] = 1;
+        return;
+    }
+    for (uint64_t r = begin; r < end; r++) {
+        const uint8_t *lrow = bcpm_quant_row(job->latent, r, job->columns, b.scratch_latent);
+        const uint8_t *prow = bcpm_quant_row(job->pseudo, r, job->columns, b.scratch_pseudo);
+
+        bcpm_fakequant_widen(job->latent->dtype, lrow, job->columns, b.w32, b.w_half);
+        for (uint64_t g0 = 0; g0 < job->columns; g0 += job->group)
+            compare_group(job, &b, r, g0, lrow, prow, res);
+
+        if (r + 1 - released >= stride) {
+            bcpm_quant_release_rows(job->release_latent, job->latent, job->columns, released,
+                                    r + 1);
+            bcpm_quant_release_rows(job->release_pseudo, job->pseudo, job->columns, released,
+                                    r + 1);
+            released = r + 1;
+        }
+    }
+    bcpm_quant_release_rows(job->release_latent, job->latent, job->columns, released, end);
+    bcpm_quant_release_rows(job->release_pseudo, job->pseudo, job->columns, released, end);
+    free_buffers(&b);
+}
+
+/* ---- merging and the entry point ---- */
+
+static void merge_policy(struct bcpm_reference_policy *into, const struct bcpm_reference_policy *p)
+{
+    into->matches += p->matches;
+    into->boundary += p->boundary;
+    into->mismatches += p->mismatches;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            into->confusion[i][j] += p->confusion[i][j];
+    into->stored_other += p->stored_other;
+    into->scale_groups += p->scale_groups;
+    for (int i = 0; i < BCPM_ULPS_BINS; i++)
+        into->scale_histogram[i] += p->scale_histogram[i];
+    if (p->scale_ulps_max > into->scale_ulps_max)
+        into->scale_ulps_max = p->scale_ulps_max;
+    into->scale_boundary += p->scale_boundary;
+    into->scale_errors += p->scale_errors;
+    into->twice_groups += p->twice_groups;
+    if (into->first_mismatch_row < 0 && p->first_mismatch_row >= 0) {
+        into->first_mismatch_row = p->first_mismatch_row;
+        into->first_mismatch_column = p->first_mismatch_column;
+        into->first_mismatch_latent = p->first_mismatch_latent;
+        into->first_mismatch_stored = p->first_mismatch_stored;
+    }
+    if (into->first_scale_row < 0 && p->first_scale_row >= 0) {
+        into->first_scale_row = p->first_scale_row;
+        into->first_scale_group = p->first_scale_group;
+        into->first_scale_ulps = p->first_scale_ulps;
+        into->first_scale_stored = p->first_scale_stored;
+        into->first_scale_expected = p->first_scale_expected;
+    }
+}
+
+static void merge_result(struct bcpm_reference_result *into,
+                         const struct bcpm_reference_result *part)
+{
+    into->policy_disagreements += part->policy_disagreements;
+    into->nonfinite_groups += part->nonfinite_groups;
+    if (into->first_nonfinite_row < 0 && part->first_nonfinite_row >= 0) {
+        into->first_nonfinite_row = part->first_nonfinite_row;
+        into->first_nonfinite_column = part->first_nonfinite_column;
+    }
+    for (int p = 0; p < 2; p++)
+        merge_policy(&into->policy[p], &part->policy[p]);
+}
+
+static uint64_t trouble(const struct bcpm_reference_policy *p)
+{
+    return p->mismatches + p->boundary + p->scale_errors + p->scale_boundary;
+}
+
+/* The policy the findings report: the requested one, or under AUTO the one with less trouble. */
+static void choose_policy(struct bcpm_reference_result *r, enum bcpm_compute requested)
+{
+    const struct bcpm_reference_policy *chosen;
+
+    if (requested == BCPM_COMPUTE_AUTO)
+        r->matched = trouble(&r->policy[HALF]) < trouble(&r->policy[F32]) ? BCPM_COMPUTE_HALF
+                                                                          : BCPM_COMPUTE_FLOAT32;
+    else
+        r->matched = requested;
+
+    /* Twice quantized: every group's scale is off, each by its fraction of nonzero codes. */
+    chosen = &r->policy[r->matched];
+    r->looks_quantized_twice = chosen->scale_errors > 0 &&
+                               chosen->twice_groups == chosen->scale_errors &&
+                               chosen->scale_errors == chosen->scale_groups;
+}
+
+static int check_pair(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,
+                      struct bcpm_error *err)
+{
+    if (latent->dtype != BCPM_DTYPE_BF16 && latent->dtype != BCPM_DTYPE_F16 &&
+        latent->dtype != BCPM_DTYPE_F32)
+        return bcpm_error_set(err, BCPM_ERR_UNSUPPORTED, NULL, latent->name,
+                              "the latent tensor must be BF16, F16 or F32, found %s",
+                              bcpm_dtype_name(latent->dtype));
+    if (pseudo->dtype != BCPM_DTYPE_BF16 && pseudo->dtype != BCPM_DTYPE_F16 &&
+        pseudo->dtype != BCPM_DTYPE_F32)
+        return bcpm_error_set(err, BCPM_ERR_UNSUPPORTED, NULL, pseudo->name,
+                              "the pseudo-quantized tensor must be BF16, F16 or F32, found %s",
+                              bcpm_dtype_name(pseudo->dtype));
+    if (pseudo->ndim != latent->ndim ||
+        memcmp(pseudo->shape, latent->shape, (size_t)pseudo->ndim * sizeof(int64_t)) != 0)
+        return bcpm_error_set(err, BCPM_ERR_USAGE, NULL, pseudo->name,
+                              "the pseudo-quantized and latent tensors differ in shape");
+    if ((pseudo->numel > 0 && !pseudo->data) || (latent->numel > 0 && !latent->data))
+        return bcpm_error_set(err, BCPM_ERR_CORRUPT, NULL, pseudo->name, "tensor has no data");
+    return 0;
+}
+
+int bcpm_reference_compare(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,
+                           const struct bcpm_reference_options *options,
+                           const struct bcpm_map *release_pseudo,
+                           const struct bcpm_map *release_latent,
+                           struct bcpm_reference_result *out, struct bcpm_error *err)
+{
+    struct compare_job job;
+    int threads, rc;
+
+    init_result(out);
+    rc = check_pair(pseudo, latent, err);
+    if (rc != 0)
+        return rc;
+    bcpm_tensor_matrix_shape(latent, &out->rows, &out->columns);
+    rc = bcpm_fakequant_group_size(latent, options->group_size, out->columns, &out->group_size,
+                                   err);
+    if (rc != 0)
+        return rc;
+    out->tensor = strdup(pseudo->name);
+    if (!out->tensor)
+        return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name, "out of memory");
+    out->elements = latent->numel;
+    out->groups = out->group_size ? out->elements / out->group_size : 0;
+    if (out->elements == 0) {
+        choose_policy(out, options->policy);
+        return 0;
+    }
+
+    threads = bcpm_quant_job_threads(options->threads,
+                                     latent->numel * bcpm_dtype_size(latent->dtype), out->rows);
+    job.pseudo = pseudo;
+    job.latent = latent;
+    job.options = options;
+    job.release_pseudo = release_pseudo;
+    job.release_latent = release_latent;
+    job.rows = out->rows;
+    job.columns = out->columns;
+    job.group = out->group_size;
+    job.half = bcpm_fakequant_half_type(latent->dtype);
+    job.partial = calloc((size_t)threads, sizeof(*job.partial));
+    job.failed = calloc((size_t)threads, sizeof(*job.failed));
+    if (!job.partial || !job.failed) {
+        free(job.partial);
+        free(job.failed);
+        bcpm_reference_result_free(out);
+        return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name, "out of memory");
+    }
+    bcpm_quant_parallel(threads, out->rows, compare_rows, &job);
+    if (!latent->contiguous)
+        bcpm_quant_release_tensor(release_latent, latent);
+    if (!pseudo->contiguous)
+        bcpm_quant_release_tensor(release_pseudo, pseudo);
+
+    for (int w = 0; w < threads; w++) {
+        if (job.failed[w])
+            rc = bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name, "out of memory");
+        merge_result(out, &job.partial[w]);
+    }
+    free(job.partial);
+    free(job.failed);
+    if (rc != 0) {
+        bcpm_reference_result_free(out);
+        return rc;
+    }
+    choose_policy(out, options->policy);
+    return 0;
+}
+
+void bcpm_reference_result_free(struct bcpm_reference_result *result)
+{
+    if (!result)
+        return;
+    free(result->tensor);
+    result->tensor = NULL;
+}

@@ -1,0 +1,300 @@
+/*
+ * The reference check over two whole checkpoints, and the findings it
+ * reports; see reference.h.
+ */
+#include "quant/reference.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant/quant.h"
+
+/* ---- findings of one ternary tensor ---- */
+
+static const char *policy_name(enum bcpm_compute policy)
+{
+    return policy == BCPM_COMPUTE_FLOAT32 ? "float32" : "bf16";
+}
+
+static int add_codes_finding(const struct bcpm_reference_result *r,
+                             const struct bcpm_reference_policy *p, const char *pseudo_file,
+                             struct bcpm_findings *findings)
+{
+    struct bcpm_finding *f;
+
+    if (p->mismatches == 0)
+        return 0;
+    f = bcpm_findings_add(findings, "reference.codes", BCPM_SEVERITY_ERROR, pseudo_file,
+                          r->tensor,
+                          "%" PRIu64 " of %" PRIu64 " elements hold a code that neither compute "
+                          "policy gives for the latent weights (%" PRIu64 " are not -s, 0 or +s "
+                          "at all); first at row %" PRId64 ", column %" PRId64
+                          ": latent %.9g, stored %.9g",
+                          p->mismatches, r->elements, p->stored_other, p->first_mismatch_row,
+                          p->first_mismatch_column, p->first_mismatch_latent,
+                          p->first_mismatch_stored);
+    if (!f)
+        return -1;
+    f->row = p->first_mismatch_row;
+    f->column = p->first_mismatch_column;
+    f->value = p->first_mismatch_stored;
+    return 0;
+}
+
+static int add_scale_finding(const struct bcpm_reference_result *r,
+                             const struct bcpm_reference_policy *p,
+                             const struct bcpm_reference_options *options,
+                             const char *pseudo_file, struct bcpm_findings *findings)
+{
+    struct bcpm_finding *f;
+
+    if (p->scale_errors == 0)
+        return 0;
+    f = bcpm_findings_add(findings, "reference.scale", BCPM_SEVERITY_ERROR, pseudo_file,
+                          r->tensor,
+                          "%" PRIu64 " of %" PRIu64 " group scales differ from the recomputed s "
+                          "by more than %" PRIu32 " ulps (max %" PRIu64 " ulps, %s policy); "
+                          "first at row %" PRId64 ", group %" PRId64 ": stored %.9g, "
+                          "recomputed %.9g%s",
+                          p->scale_errors, p->scale_groups, options->scale_tolerance_ulps,
+                          p->scale_ulps_max, policy_name(r->matched), p->first_scale_row,
+                          p->first_scale_group, p->first_scale_stored, p->first_scale_expected,
+                          r->looks_quantized_twice
+                              ? "; every scale is smaller by its group's fraction of nonzero "
+                                "codes, so the tensor looks quantized twice"
+                              : "");
+    if (!f)
+        return -1;
+    f->row = p->first_scale_row;
+    f->value = p->first_scale_stored;
+    return 0;
+}
+
+static int add_boundary_finding(const struct bcpm_reference_result *r,
+                                const struct bcpm_reference_policy *p,
+                                const struct bcpm_reference_options *options,
+                                const char *pseudo_file, struct bcpm_findings *findings)
+{
+    if (p->boundary == 0 && p->scale_boundary == 0 && r->policy_disagreements == 0 &&
+        options->policy != BCPM_COMPUTE_AUTO)
+        return 0;
+    return bcpm_findings_add(findings, "reference.boundary", BCPM_SEVERITY_INFO, pseudo_file,
+                             r->tensor,
+                             "%" PRIu64 " codes and %" PRIu64 " scales differ from the %s policy "
+                             "only at rounding boundaries (a quotient at a tie, or a sum one ulp "
+                             "away); the float32 and bf16 policies disagree on %" PRIu64
+                             " elements%s",
+                             p->boundary, p->scale_boundary, policy_name(r->matched),
+                             r->policy_disagreements,
+                             options->policy != BCPM_COMPUTE_AUTO ? ""
+                             : r->matched == BCPM_COMPUTE_HALF
+                                 ? "; the export matches the bf16 policy"
+                                 : "; the export matches the float32 policy") != NULL
+               ? 0
+               : -1;
+}
+
+int bcpm_reference_findings(const struct bcpm_reference_result *r,
+                            const struct bcpm_reference_options *options,
+                            const char *pseudo_file, const char *latent_file,
+                            struct bcpm_findings *findings)
+{
+    const struct bcpm_reference_policy *p = &r->policy[r->matched];
+
+    if (r->nonfinite_groups > 0) {
+        struct bcpm_finding *f = bcpm_findings_add(
+            findings, "values.nonfinite", BCPM_SEVERITY_ERROR, latent_file, r->tensor,
+            "the latent weights hold NaN or Inf in %" PRIu64 " groups, first at row %" PRId64
+            ", column %" PRId64 "; those groups were not compared",
+            r->nonfinite_groups, r->first_nonfinite_row, r->first_nonfinite_column);
+        if (!f)
+            return -1;
+        f->row = r->first_nonfinite_row;
+        f->column = r->first_nonfinite_column;
+    }
+    if (add_codes_finding(r, p, pseudo_file, findings) != 0 ||
+        add_scale_finding(r, p, options, pseudo_file, findings) != 0 ||
+        add_boundary_finding(r, p, options, pseudo_file, findings) != 0)
+        return -1;
+    return 0;
+}
+
+/* ---- pairing the two catalogs ---- */
+
+static const char *file_of(const struct bcpm_catalog *catalog, const struct bcpm_tensor *t)
+{
+    return t->file < catalog->nfiles ? catalog->files[t->file].path : catalog->path;
+}
+
+static int in_list(const char *name, const char *const *list, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(list[i], name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Linear index of the first element whose bytes differ, or -1; shapes must match. */
+static int64_t first_changed(const struct bcpm_tensor *a, const struct bcpm_tensor *b)
+{
+    size_t size = bcpm_dtype_size(a->dtype);
+
+    if (a->contiguous && b->contiguous) {
+        /* memcmp in 1 MiB steps, then find the element inside the differing step. */
+        const uint64_t step = (1u << 20) / size * size;
+        for (uint64_t off = 0; off < a->nbytes; off += step) {
+            uint64_t len = a->nbytes - off < step ? a->nbytes - off : step;
+            if (memcmp(a->data + off, b->data + off, len) == 0)
+                continue;
+            for (uint64_t i = off / size;; i++) {
+                if (memcmp(a->data + i * size, b->data + i * size, size) != 0)
+                    return (int64_t)i;
+            }
+        }
+        return -1;
+    }
+    for (uint64_t i = 0; i < a->numel; i++) {
+        if (memcmp(a->data + bcpm_tensor_element_offset(a, i),
+                   b->data + bcpm_tensor_element_offset(b, i), size) != 0)
+            return (int64_t)i;
+    }
+    return -1;
+}
+
+/* A tensor that the conversion must copy unchanged: dtype, shape and bytes. */
+static int compare_copied(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
+                          const struct bcpm_catalog *latent, const struct bcpm_tensor *l,
+                          struct bcpm_findings *findings)
+{
+    struct bcpm_finding *f;
+    int64_t index;
+
+    if (p->dtype != l->dtype || p->ndim != l->ndim ||
+        memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0)
+        return bcpm_findings_add(findings, "reference.changed", BCPM_SEVERITY_ERROR,
+                                 file_of(pseudo, p), p->name,
+                                 "the tensor is not ternary, so the conversion must copy it "
+                                 "unchanged, but its dtype or shape differs from the latent "
+                                 "side (%s, %d dimensions against %s, %d dimensions)",
+                                 bcpm_dtype_name(p->dtype), p->ndim, bcpm_dtype_name(l->dtype),
+                                 l->ndim)
+                   ? 0
+                   : -1;
+    if (p->numel > 0 && (!p->data || !l->data))
+        return 0;
+
+    index = first_changed(p, l);
+    bcpm_map_release(bcpm_quant_tensor_map(pseudo, p), p->byte_offset, p->nbytes);
+    bcpm_map_release(bcpm_quant_tensor_map(latent, l), l->byte_offset, l->nbytes);
+    if (index < 0)
+        return 0;
+    f = bcpm_findings_add(findings, "reference.changed", BCPM_SEVERITY_ERROR, file_of(pseudo, p),
+                          p->name,
+                          "the tensor is not ternary, so the conversion must copy it unchanged, "
+                          "but element %" PRId64 " differs from the latent side: %.9g against "
+                          "%.9g",
+                          index, bcpm_tensor_load_f64(p, (uint64_t)index),
+                          bcpm_tensor_load_f64(l, (uint64_t)index));
+    if (!f)
+        return -1;
+    {
+        uint64_t rows, columns;
+        bcpm_tensor_matrix_shape(p, &rows, &columns);
+        f->row = columns ? index / (int64_t)columns : -1;
+        f->column = columns ? index % (int64_t)columns : -1;
+    }
+    f->value = bcpm_tensor_load_f64(p, (uint64_t)index);
+    return 0;
+}
+
+static int add_missing(struct bcpm_findings *findings, const struct bcpm_catalog *present,
+                       const struct bcpm_tensor *t, const char *side, const char *other_path)
+{
+    return bcpm_findings_add(findings, "reference.missing", BCPM_SEVERITY_ERROR,
+                             file_of(present, t), t->name,
+                             "the tensor is in the %s checkpoint but missing from %s", side,
+                             other_path)
+               ? 0
+               : -1;
+}
+
+void bcpm_reference_results_free(struct bcpm_reference_result *results, size_t count)
+{
+    if (!results)
+        return;
+    for (size_t i = 0; i < count; i++)
+        bcpm_reference_result_free(&results[i]);
+    free(results);
+}
+
+int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
+                                    const struct bcpm_catalog *latent,
+                                    const char *const *ternary, size_t nternary,
+                                    const struct bcpm_reference_options *options,
+                                    struct bcpm_findings *findings,
+                                    struct bcpm_reference_result **results, size_t *nresults,
+                                    struct bcpm_error *err)
+{
+    struct bcpm_reference_result *list = NULL;
+    size_t count = 0;
+    int rc = 0;
+
+    if (results) {
+        list = calloc(nternary ? nternary : 1, sizeof(*list));
+        if (!list)
+            return bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
+    }
+
+    /* Every tensor of the pseudo-quantized side, in file order. */
+    for (size_t i = 0; i < pseudo->ntensors && rc == 0; i++) {
+        const struct bcpm_tensor *p = &pseudo->tensors[i];
+        const struct bcpm_tensor *l = bcpm_catalog_find(latent, p->name);
+        struct bcpm_reference_result result;
+
+        if (!l) {
+            if (add_missing(findings, pseudo, p, "pseudo-quantized", latent->path) != 0)
+                rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
+            continue;
+        }
+        if (!in_list(p->name, ternary, nternary)) {
+            if (compare_copied(pseudo, p, latent, l, findings) != 0)
+                rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
+            continue;
+        }
+
+        rc = bcpm_reference_compare(p, l, options, bcpm_quant_tensor_map(pseudo, p),
+                                    bcpm_quant_tensor_map(latent, l), &result, err);
+        if (rc != 0) {
+            bcpm_error_file(err, file_of(pseudo, p));
+            break;
+        }
+        if (bcpm_reference_findings(&result, options, file_of(pseudo, p), file_of(latent, l),
+                                    findings) != 0)
+            rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
+        if (list && count < nternary)
+            list[count++] = result;
+        else
+            bcpm_reference_result_free(&result);
+    }
+
+    /* Tensors only the latent side has. */
+    for (size_t i = 0; i < latent->ntensors && rc == 0; i++) {
+        const struct bcpm_tensor *l = &latent->tensors[i];
+        if (!bcpm_catalog_find(pseudo, l->name) &&
+            add_missing(findings, latent, l, "latent", pseudo->path) != 0)
+            rc = bcpm_error_set(err, BCPM_ERR_NOMEM, latent->path, NULL, "out of memory");
+    }
+
+    if (rc != 0) {
+        bcpm_reference_results_free(list, count);
+        return rc;
+    }
+    if (results) {
+        *results = list;
+        *nresults = count;
+    }
+    return 0;
+}

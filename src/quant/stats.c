@@ -1,0 +1,167 @@
+/*
+ * Value statistics of any tensor; see quant.h.
+ *
+ * Elements are taken in blocks of STATS_BLOCK; each block is summed in
+ * element order and the block sums are added in block order, so sum and
+ * sum_squares do not depend on the thread count.
+ */
+#include "quant/quant.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant/rows.h"
+
+#define STATS_BLOCK 65536u
+
+struct block_stats {
+    uint64_t count, nan, inf, zeros;
+    int64_t first_nonfinite;
+    double min, max, sum, sum_squares;
+};
+
+struct stats_job {
+    const struct bcpm_tensor *tensor;
+    const struct bcpm_map *release;
+    struct block_stats *blocks;
+};
+
+static void add_value(struct block_stats *b, double v, uint64_t index)
+{
+    b->count++;
+    if (isnan(v) || isinf(v)) {
+        if (isnan(v))
+            b->nan++;
+        else
+            b->inf++;
+        if (b->first_nonfinite < 0)
+            b->first_nonfinite = (int64_t)index;
+        return;
+    }
+    if (v == 0)
+        b->zeros++;
+    if (v < b->min)
+        b->min = v;
+    if (v > b->max)
+        b->max = v;
+    b->sum += v;
+    b->sum_squares += v * v;
+}
+
+static void stats_block(const struct bcpm_tensor *t, uint64_t first, uint64_t count,
+                        struct block_stats *b)
+{
+    b->first_nonfinite = -1;
+    b->min = INFINITY;
+    b->max = -INFINITY;
+
+    if (t->contiguous && t->dtype == BCPM_DTYPE_BF16) {
+        const uint8_t *p = t->data + first * 2;
+        for (uint64_t i = 0; i < count; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            add_value(b, (double)bcpm_bf16_to_f32(h), first + i);
+        }
+        return;
+    }
+    if (t->contiguous) {
+        for (uint64_t i = 0; i < count; i++)
+            add_value(b, bcpm_dtype_load_f64(t->dtype, t->data, first + i), first + i);
+        return;
+    }
+    for (uint64_t i = 0; i < count; i++)
+        add_value(b, bcpm_tensor_load_f64(t, first + i), first + i);
+}
+
+static void stats_blocks(void *context, int worker, uint64_t begin, uint64_t end)
+{
+    struct stats_job *job = context;
+    const struct bcpm_tensor *t = job->tensor;
+    size_t size = bcpm_dtype_size(t->dtype);
+
+    (void)worker;
+    for (uint64_t k = begin; k < end; k++) {
+        uint64_t first = k * STATS_BLOCK;
+        uint64_t count = t->numel - first < STATS_BLOCK ? t->numel - first : STATS_BLOCK;
+
+        stats_block(t, first, count, &job->blocks[k]);
+        if (job->release && t->contiguous)
+            bcpm_map_release(job->release, t->byte_offset + first * size, count * size);
+    }
+}
+
+int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quant_options *options,
+                        struct bcpm_value_stats *out, struct bcpm_error *err)
+{
+    static const struct bcpm_quant_options defaults;
+    struct stats_job job;
+    uint64_t nblocks;
+    int threads;
+
+    if (!options)
+        options = &defaults;
+    memset(out, 0, sizeof(*out));
+    out->first_nonfinite = -1;
+    out->min = NAN;
+    out->max = NAN;
+    if (tensor->numel == 0)
+        return 0;
+    if (!tensor->data)
+        return bcpm_error_set(err, BCPM_ERR_CORRUPT, NULL, tensor->name,
+                              "tensor of %" PRIu64 " elements has no data", tensor->numel);
+
+    nblocks = (tensor->numel + STATS_BLOCK - 1) / STATS_BLOCK;
+    job.tensor = tensor;
+    job.release = options->release;
+    job.blocks = calloc(nblocks, sizeof(*job.blocks));
+    if (!job.blocks)
+        return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, tensor->name, "out of memory");
+    threads = bcpm_quant_job_threads(options->threads,
+                                     tensor->numel * bcpm_dtype_size(tensor->dtype), nblocks);
+    bcpm_quant_parallel(threads, nblocks, stats_blocks, &job);
+    if (!tensor->contiguous)
+        bcpm_quant_release_tensor(options->release, tensor);
+
+    /* Merge in block order. */
+    out->min = INFINITY;
+    out->max = -INFINITY;
+    for (uint64_t k = 0; k < nblocks; k++) {
+        const struct block_stats *b = &job.blocks[k];
+        out->count += b->count;
+        out->nan += b->nan;
+        out->inf += b->inf;
+        out->zeros += b->zeros;
+        if (out->first_nonfinite < 0)
+            out->first_nonfinite = b->first_nonfinite;
+        if (b->min < out->min)
+            out->min = b->min;
+        if (b->max > out->max)
+            out->max = b->max;
+        out->sum += b->sum;
+        out->sum_squares += b->sum_squares;
+    }
+    if (out->nan + out->inf == out->count) {
+        /* No finite element: min and max are undefined. */
+        out->min = NAN;
+        out->max = NAN;
+    }
+    free(job.blocks);
+    return 0;
+}
+
+int bcpm_value_stats(const struct bcpm_tensor *tensor, struct bcpm_value_stats *out,
+                     struct bcpm_error *err)
+{
+    return bcpm_value_stats_ex(tensor, NULL, out, err);
+}
+
+int bcpm_value_stats_in(const struct bcpm_catalog *catalog, const struct bcpm_tensor *tensor,
+                        struct bcpm_value_stats *out, struct bcpm_error *err)
+{
+    struct bcpm_quant_options options = {0};
+
+    options.release = bcpm_quant_tensor_map(catalog, tensor);
+    return bcpm_value_stats_ex(tensor, &options, out, err);
+}

@@ -1,0 +1,114 @@
+/*
+ * The rule engine: loads the YAML rule sets (model-family layouts, check
+ * entries, the pickle allow-list) and checks an opened tensor catalog against
+ * them, appending files, per-tensor statistics and findings to a
+ * struct bcpm_check_result (rules/result.h).
+ *
+ * The rule file format is documented in bitcpm-rules(5) (man/bitcpm-rules.5);
+ * the shipped sets are in rules/ of the source tree.
+ */
+#ifndef BCPM_RULES_ENGINE_H
+#define BCPM_RULES_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/error.h"
+#include "io/finding.h"
+#include "rules/result.h"
+#include "tensor/catalog.h"
+
+/* Loaded rules: layouts, checks and allowed globals, plus the files they came from. */
+struct bcpm_ruleset;
+
+/*
+ * Load the shipped rule sets: every *.yaml file, in name order, of the first
+ * folder that exists among $BITCPM_RULES_DIR, the installed
+ * <datadir>/bitcpm-check/rules and the source tree's rules/. Returns 0 and
+ * stores a rule set the caller frees with bcpm_ruleset_free, or
+ * BCPM_ERR_NOT_FOUND (no folder contains rule files) or BCPM_ERR_RULES (a file
+ * is malformed: err names the file, line and column).
+ */
+int bcpm_ruleset_load_default(struct bcpm_ruleset **out, struct bcpm_error *err);
+
+/* An empty rule set, for loading chosen files only. Returns 0 or BCPM_ERR_NOMEM. */
+int bcpm_ruleset_new(struct bcpm_ruleset **out, struct bcpm_error *err);
+
+/*
+ * Load one rule file on top of rs (the --rules option). A check whose id is
+ * already loaded replaces it, a layout whose family is already loaded
+ * replaces it, allowed globals are added. On failure (BCPM_ERR_IO,
+ * BCPM_ERR_RULES) rs is unchanged.
+ */
+int bcpm_ruleset_add_file(struct bcpm_ruleset *rs, const char *path, struct bcpm_error *err);
+
+void bcpm_ruleset_free(struct bcpm_ruleset *rs);
+
+/* Hex SHA-256 over the bytes of every loaded file, in load order (64 characters). */
+const char *bcpm_ruleset_digest(const struct bcpm_ruleset *rs);
+
+/* Paths of the loaded files, in load order. */
+size_t bcpm_ruleset_file_count(const struct bcpm_ruleset *rs);
+const char *bcpm_ruleset_file_path(const struct bcpm_ruleset *rs, size_t i);
+
+/*
+ * The pickle globals the rule set allows, for struct bcpm_open_options. The
+ * array belongs to rs and lives as long as it.
+ */
+void bcpm_ruleset_allowed_globals(const struct bcpm_ruleset *rs,
+                                  const struct bcpm_global_rule **out, size_t *count);
+
+/* One check entry, as loaded (for listings and reports). */
+struct bcpm_rule_info {
+    const char *id;            /* "ternary.values" */
+    const char *kind;          /* what the engine runs, usually equal to id */
+    enum bcpm_severity severity;
+    int enabled;
+    const char *description;   /* one line, or "" */
+    const char *file;          /* rule file that defined it */
+    unsigned line;             /* line of the entry in that file */
+};
+
+size_t bcpm_ruleset_check_count(const struct bcpm_ruleset *rs);
+void bcpm_ruleset_check_info(const struct bcpm_ruleset *rs, size_t i, struct bcpm_rule_info *out);
+
+/* Family ids of the loaded layouts ("minicpm", "llama"), in load order. */
+size_t bcpm_ruleset_layout_count(const struct bcpm_ruleset *rs);
+const char *bcpm_ruleset_layout_family(const struct bcpm_ruleset *rs, size_t i);
+
+struct bcpm_check_options {
+    const char *config_path;        /* --config; NULL: the catalog's, else config.json beside the weights */
+    const char *family;             /* force a layout by family id; NULL: match the config */
+    enum bcpm_stage expected_stage; /* --stage, or BCPM_STAGE_UNKNOWN for no assertion */
+    enum bcpm_severity fail_on;     /* used by bcpm_check_result_finish */
+    int64_t group_size_override;    /* 0: the ternary.values rule's group_size; -1: one per row */
+    int threads;                    /* kernel threads; 0: the kernels' default (every CPU) */
+    /* Called after each tensor with the bytes done and the catalog's total; may be NULL. */
+    void (*progress)(void *ctx, uint64_t done_bytes, uint64_t total_bytes);
+    void *progress_ctx;
+};
+
+/* Defaults: no config override, no assertion, fail on error, all CPUs. */
+void bcpm_check_options_init(struct bcpm_check_options *opt);
+
+/* An empty result; sets fail_on and the digest of rs (rs may be NULL). Returns 0 or BCPM_ERR_NOMEM. */
+int bcpm_check_result_init(struct bcpm_check_result *result, const struct bcpm_ruleset *rs,
+                           enum bcpm_severity fail_on, struct bcpm_error *err);
+
+/*
+ * Check one opened catalog and append to result: one struct bcpm_checked_file,
+ * one struct bcpm_tensor_stats per tensor (in catalog order), and every
+ * finding, the catalog's security findings first. Findings are not errors:
+ * the return value is 0 whenever the check ran. Errors: BCPM_ERR_RULES (a
+ * shape expression names a field that neither the config nor the layout's
+ * defaults define, or divides by zero), BCPM_ERR_CORRUPT (config.json is not
+ * valid JSON), BCPM_ERR_IO, BCPM_ERR_NOMEM.
+ */
+int bcpm_check_catalog(const struct bcpm_ruleset *rs, const struct bcpm_catalog *cat,
+                       const struct bcpm_check_options *opt, struct bcpm_check_result *result,
+                       struct bcpm_error *err);
+
+/* Set result->failed: 1 when a finding's severity is at or above result->fail_on. */
+void bcpm_check_result_finish(struct bcpm_check_result *result);
+
+#endif

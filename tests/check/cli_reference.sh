@@ -1,0 +1,82 @@
+#!/bin/sh
+# bitcpm-check --reference on the PyTorch-written pairs in fixtures/quant/pairs
+# (tools/gen_quant_fixtures.py): the correct export passes with every ternary
+# tensor compared and matching, and each planted defect listed in defects.txt
+# is reported with its rule, tensor, row and column and exit 1.
+# Usage: cli_reference.sh BITCPM_CHECK JSON_PROBE
+set -u
+check=$1
+probe=$2
+pairs=$BCPM_FIXTURES/quant/pairs
+[ -f "$pairs/defects.txt" ] || { echo "fixtures $pairs not found; skipping"; exit 77; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/bcpm-check-reference.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+failed=0
+
+fail() {
+    echo "FAIL: $*"
+    failed=1
+}
+
+# The correct pair: exit 0, one comparison per ternary tensor, all elements match.
+"$check" --no-audit --format json "$pairs/pseudo.pt" --reference "$pairs/latent.pt" \
+    >"$tmp/good.json" 2>"$tmp/good.err"
+code=$?
+[ "$code" = 0 ] || fail "correct pair: exit $code, expected 0: $(cat "$tmp/good.err")"
+nternary=$(wc -l <"$pairs/ternary.txt")
+[ "$("$probe" "$tmp/good.json" reference.tensors.#)" = "$nternary" ] ||
+    fail "correct pair: $("$probe" "$tmp/good.json" reference.tensors.#) compared, expected $nternary"
+i=0
+while [ "$i" -lt "$nternary" ]; do
+    elements=$("$probe" "$tmp/good.json" "reference.tensors.$i.elements")
+    matches=$("$probe" "$tmp/good.json" "reference.tensors.$i.matches")
+    [ "$elements" = "$matches" ] || fail "correct pair: tensor $i matches $matches of $elements"
+    i=$((i + 1))
+done
+[ "$("$probe" "$tmp/good.json" reference.path)" = "$pairs/latent.pt" ] ||
+    fail "correct pair: reference.path is not the latent file"
+
+# has_finding JSON RULE TENSOR ROW COLUMN: a finding with these fields exists
+# (ROW or COLUMN -1 leaves that field unchecked).
+has_finding() {
+    n=$("$probe" "$1" findings.#)
+    k=0
+    while [ "$k" -lt "$n" ]; do
+        if [ "$("$probe" "$1" "findings.$k.rule")" = "$2" ] &&
+            [ "$("$probe" "$1" "findings.$k.tensor")" = "$3" ] &&
+            { [ "$4" = -1 ] || [ "$("$probe" "$1" "findings.$k.row")" = "$4" ]; } &&
+            { [ "$5" = -1 ] || [ "$("$probe" "$1" "findings.$k.column")" = "$5" ]; }; then
+            return 0
+        fi
+        k=$((k + 1))
+    done
+    return 1
+}
+
+# Each planted defect: exit 1 and the expected finding.
+while read -r pseudo latent rule tensor row column; do
+    out="$tmp/$pseudo-$latent.json"
+    "$check" --no-audit --format json "$pairs/$pseudo" --reference "$pairs/$latent" \
+        >"$out" 2>"$tmp/err"
+    code=$?
+    [ "$code" = 1 ] || fail "$pseudo vs $latent: exit $code, expected 1: $(cat "$tmp/err")"
+    has_finding "$out" "$rule" "$tensor" "$row" "$column" ||
+        fail "$pseudo vs $latent: no $rule finding on $tensor at row $row, column $column"
+done <"$pairs/defects.txt"
+
+# The tensor quantized twice is named as such in the per-tensor numbers.
+"$check" --no-audit --format json "$pairs/twice.pt" --reference "$pairs/latent.pt" \
+    >"$tmp/twice.json" 2>/dev/null
+twice=$(grep -c '"quantized_twice": true' "$tmp/twice.json")
+[ "$twice" = 1 ] || fail "twice.pt: $twice tensors flagged as quantized twice, expected 1"
+
+# A reference that cannot be read stops the run with exit 2.
+"$check" --no-audit "$pairs/pseudo.pt" --reference "$tmp/no-such-latent.pt" \
+    >/dev/null 2>"$tmp/missing.err"
+code=$?
+[ "$code" = 2 ] || fail "missing reference: exit $code, expected 2"
+grep -q "no-such-latent.pt" "$tmp/missing.err" || fail "missing reference: file not named"
+
+[ "$failed" = 0 ] && echo "all bitcpm-check --reference checks passed"
+exit "$failed"

@@ -1,0 +1,169 @@
+/*
+ * Each SIMD table against the scalar table, kernel by kernel, on inputs
+ * chosen to hit the corners: lengths around the vector widths, runs broken
+ * at every position, quotients at and next to the +-0.5 threshold, NaN,
+ * infinities, subnormals and negative zeros. Results must agree bit for bit.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "quant/simd.h"
+#include "tensor/dtype.h"
+
+static const char *const simd_tables[] = {"avx2", "avx512", "neon"};
+
+#define N 300
+
+static uint32_t next_random(uint32_t *seed)
+{
+    *seed = *seed * 1664525u + 1013904223u;
+    return *seed >> 8;
+}
+
+static float random_weight(uint32_t *seed)
+{
+    uint32_t r = next_random(seed);
+
+    switch (r % 16) {
+    case 0: return NAN;
+    case 1: return -0.0f;
+    case 2: return (r & 256) ? INFINITY : -INFINITY;
+    case 3: return 1e-40f;
+    case 4: return 0.5f * 0.02f;                  /* quotient 0.5 with s = 0.02 */
+    case 5: return nextafterf(0.5f * 0.02f, 1.0f);
+    case 6: return -0.5f * 0.02f;
+    default: return ((float)(r % 2001) - 1000.0f) * 0.00004f;
+    }
+}
+
+static void each_table(void (*check)(const struct bcpm_quant_kernels *k,
+                                     const struct bcpm_quant_kernels *s))
+{
+    int tested = 0;
+
+    for (size_t t = 0; t < sizeof(simd_tables) / sizeof(simd_tables[0]); t++) {
+        if (!bcpm_quant_simd_available(simd_tables[t])) {
+            print_message("SIMD table %s not supported on this CPU or build, skipped\n",
+                          simd_tables[t]);
+            continue;
+        }
+        bcpm_quant_simd_select(simd_tables[t]);
+        check(bcpm_quant_kernels(), &bcpm_quant_kernels_scalar);
+        tested++;
+    }
+    bcpm_quant_simd_select(NULL);
+    print_message("%d SIMD tables compared with scalar\n", tested);
+}
+
+static void check_abs_sums(const struct bcpm_quant_kernels *k, const struct bcpm_quant_kernels *s)
+{
+    uint32_t seed = 7;
+    uint16_t bf16[N], f16[N];
+    float f32[N];
+
+    for (int i = 0; i < N; i++) {
+        f32[i] = random_weight(&seed);
+        if (isnan(f32[i]) || isinf(f32[i]))
+            f32[i] = 3.0f;
+        bf16[i] = bcpm_f32_to_bf16(f32[i]);
+        f16[i] = bcpm_f32_to_f16(f32[i]);
+    }
+    for (size_t n = 0; n <= N; n += (n < 40 ? 1 : 37)) {
+        double a = k->abs_sum_bf16(bf16, n), b = s->abs_sum_bf16(bf16, n);
+        assert_memory_equal(&a, &b, sizeof(a));
+        a = k->abs_sum_f16(f16, n);
+        b = s->abs_sum_f16(f16, n);
+        assert_memory_equal(&a, &b, sizeof(a));
+        a = k->abs_sum_f32(f32, n);
+        b = s->abs_sum_f32(f32, n);
+        assert_memory_equal(&a, &b, sizeof(a));
+    }
+}
+
+static void kernels_abs_sum(void **state)
+{
+    (void)state;
+    each_table(check_abs_sums);
+}
+
+static void check_ternary_run(const struct bcpm_quant_kernels *k,
+                              const struct bcpm_quant_kernels *s)
+{
+    uint16_t x[N];
+    uint32_t seed = 11;
+    uint16_t mag = bcpm_f32_to_bf16(0.0234f);
+
+    for (int bad = 0; bad <= N; bad++) {
+        for (int i = 0; i < N; i++) {
+            uint32_t r = next_random(&seed) % 4;
+            x[i] = r == 0 ? 0 : r == 1 ? 0x8000u : r == 2 ? mag : (uint16_t)(mag | 0x8000u);
+        }
+        if (bad < N)
+            x[bad] = (bad & 1) ? 0x7fc0u : bcpm_f32_to_bf16(1.0f);
+        for (size_t n = (size_t)(bad > 40 ? bad - 40 : 0); n <= N; n += 13) {
+            uint64_t z1 = 0, n1 = 0, z2 = 0, n2 = 0;
+            size_t a = k->ternary_run_bf16(x, n, mag, &z1, &n1);
+            size_t b = s->ternary_run_bf16(x, n, mag, &z2, &n2);
+            assert_int_equal(a, b);
+            assert_int_equal(z1, z2);
+            assert_int_equal(n1, n2);
+        }
+    }
+}
+
+static void kernels_ternary_run(void **state)
+{
+    (void)state;
+    each_table(check_ternary_run);
+}
+
+static void check_codes(const struct bcpm_quant_kernels *k, const struct bcpm_quant_kernels *s)
+{
+    uint32_t seed = 3;
+    float w[N];
+    uint16_t raw[N];
+    float wide_a[N], wide_b[N];
+    int8_t a[N], b[N];
+    const float scales[] = {0.02f, nextafterf(0.02f, 0.0f), 1e-5f, INFINITY, NAN};
+
+    for (int i = 0; i < N; i++) {
+        w[i] = random_weight(&seed);
+        raw[i] = bcpm_f32_to_bf16(w[i]);
+    }
+    for (size_t n = 0; n <= N; n += (n < 40 ? 1 : 29)) {
+        k->bf16_to_f32(raw, n, wide_a);
+        s->bf16_to_f32(raw, n, wide_b);
+        assert_memory_equal(wide_a, wide_b, n * sizeof(float));
+        for (size_t j = 0; j < sizeof(scales) / sizeof(scales[0]); j++) {
+            k->codes_f32(w, n, scales[j], a);
+            s->codes_f32(w, n, scales[j], b);
+            assert_memory_equal(a, b, n);
+            k->codes_bf16(w, n, scales[j], a);
+            s->codes_bf16(w, n, scales[j], b);
+            assert_memory_equal(a, b, n);
+        }
+    }
+}
+
+static void kernels_codes(void **state)
+{
+    (void)state;
+    each_table(check_codes);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(kernels_abs_sum),
+        cmocka_unit_test(kernels_ternary_run),
+        cmocka_unit_test(kernels_codes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Benchmark the audit store, in two parts:
+#   1. history over 10,000 runs: records 10 models x 1,000 runs of 291 tensors
+#      and 5 findings each (an 8B checkpoint's tensor count), one transaction
+#      per run as bitcpm-check writes them, then times bitcpm-audit history
+#      (all runs, --limit, --model, PATH) and verify.
+#   2. digest cost on a page-cached 1B-shaped checkpoint: xxh3-128 (and with
+#      SHA-256) against a plain read of every 64-bit word in the same windows,
+#      single-threaded; then bitcpm-check with and without the audit record,
+#      when bitcpm-check can check the file.
+#
+#   tools/bench/bench_audit.sh [BUILD_DIR] [WORK_DIR]
+#
+# WORK_DIR (default /tmp/bench-audit) receives the database (about 1 GB) and
+# 1b-pseudo.bin (about 3.2 GB, written by make_8b_checkpoint.py); both are
+# deleted at the end unless KEEP=1. RUNS_PER_MODEL (default 1000) scales part 1;
+# PARTS (default "1 2") selects the parts to run.
+set -euo pipefail
+
+build=${1:-build}
+work=${2:-/tmp/bench-audit}
+here=$(cd "$(dirname "$0")" && pwd)
+driver=$build/tests/audit/audit_driver
+audit=$build/src/cli/bitcpm-audit
+check=$build/src/cli/bitcpm-check
+per_model=${RUNS_PER_MODEL:-1000}
+parts=${PARTS:-1 2}
+mkdir -p "$work"
+cleanup() {
+    [ "${KEEP:-0}" = 1 ] || rm -rf "$work/history.db"* "$work/check.db"* "$work/1b-pseudo.bin" "$work/time.err"
+}
+trap cleanup EXIT
+
+# seconds COMMAND...: wall time of one run, output discarded.
+seconds() {
+    local start end
+    start=$(date +%s.%N)
+    "$@" >/dev/null || true # bitcpm-check exits 1 on findings
+    end=$(date +%s.%N)
+    echo "$end - $start" | bc -l | xargs printf '%.3f'
+}
+
+echo "== machine"
+echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB RAM,"\
+     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+
+# cputime LABEL COMMAND...: wall and CPU time of one run, output discarded. On
+# a loaded machine the CPU time is the steadier measure of what the digest costs.
+cputime() {
+    local label=$1
+    shift
+    /usr/bin/time -f "$label %e s wall, %U s user, %S s sys" "$@" >/dev/null 2>"$work/time.err" || true
+    tail -n 1 "$work/time.err"
+}
+
+if [[ " $parts " == *" 1 "* ]]; then
+echo "== part 1: history over $((10 * per_model)) runs"
+rm -f "$work/history.db"*
+start=$(date +%s.%N)
+for m in 0 1 2 3 4 5 6 7 8 9; do
+    "$driver" --db "$work/history.db" --repeat "$per_model" --tensors 291 --findings 5 \
+        --path "/models/model-$m/model.safetensors" --config "/models/model-$m/config.json" \
+        --family llama >/dev/null
+done
+end=$(date +%s.%N)
+echo "insert: $(echo "($end - $start) / (10 * $per_model) * 1000" | bc -l | xargs printf '%.2f') ms per run," \
+     "database $(du -m "$work/history.db" | cut -f1) MB"
+for i in 1 2 3; do
+    echo "history (all runs, text):     $(seconds "$audit" --audit-db "$work/history.db" history) s"
+done
+echo "history (all runs, json):     $(seconds "$audit" --audit-db "$work/history.db" history --format json) s"
+echo "history --limit 20:           $(seconds "$audit" --audit-db "$work/history.db" history --limit 20) s"
+echo "history --model model-3:      $(seconds "$audit" --audit-db "$work/history.db" history --model model-3) s"
+echo "history PATH:                 $(seconds "$audit" --audit-db "$work/history.db" history /models/model-7/model.safetensors) s"
+echo "verify (whole chain):         $(seconds "$audit" --audit-db "$work/history.db" verify) s"
+rm -f "$work/history.db"*
+fi
+
+[[ " $parts " == *" 2 "* ]] || exit 0
+echo "== part 2: digest on a page-cached 1B-shaped checkpoint"
+file=$work/1b-pseudo.bin
+[ -f "$file" ] || /usr/bin/python3 "$here/make_8b_checkpoint.py" --shape 1b --stage pseudo --out "$file" >/dev/null
+cat "$file" >/dev/null # into the page cache
+for i in 1 2 3; do
+    "$driver" --scan "$file" | grep '^scan'
+    "$driver" --digest "$file" --time | grep '^xxh3'
+done
+"$driver" --digest "$file" --sha256 --time | grep '^xxh3'
+
+if "$check" --help 2>/dev/null | grep -q -- '--audit-db'; then
+    for i in 1 2 3; do
+        cputime "bitcpm-check --no-audit:     " "$check" --no-audit "$file"
+        cputime "bitcpm-check, xxh3 + record: " "$check" --audit-db "$work/check.db" "$file"
+    done
+fi
