@@ -1,8 +1,8 @@
 #!/bin/sh
-# Write fixtures/audit/schema-v1.db: an audit database in the first released
+# Write fixtures/audit/schema-v1.db, an audit database in the first released
 # schema (version 1), for the test that opens it with the current code.
-# Regenerate only when a new schema version is added, never to make a test
-# pass: the point of the file is that it was written by the old code.
+# Regenerate it only when a new schema version is added, never to make a
+# test pass, because the point of the file is that the old code wrote it.
 # Usage: tools/gen_audit_fixture.sh BUILD_DIR [OUTPUT]
 #   BUILD_DIR: a meson build folder with tests/audit/audit_driver built.
 set -eu

@@ -16,7 +16,9 @@ hidden 64, intermediate 128, 4 attention heads, 2 key/value heads, vocabulary
 The pseudo-quantized weights are the fake quantizer's output: for each row
 of a ternary weight, s = max(mean(|W|), eps) and Wq = clamp(round(W / s),
 -1, 1) * s, computed in float32 and stored as bfloat16. Seeds are fixed, so
-the files are the same on every run with the same PyTorch.
+the tensor values are the same on every run with the same PyTorch; the
+legacy files still differ between runs in their storage keys, which PyTorch
+derives from object ids.
 
 Run from the repository root: /usr/bin/python3 tools/gen_check_fixtures.py
 """
@@ -445,6 +447,14 @@ def main():
                      config=True, path=write_model("allowed-namespace", CONFIGS["llama"], sd,
                                                    "zip")))
 
+    # A latent model with zero-initialised output projections: zeros fit either stage.
+    sd = build_model("llama", "latent", 207)
+    for k in [k for k in sd if k.endswith("o_proj.weight")]:
+        sd[k] = torch.zeros_like(sd[k])
+    good.append(dict(name="latent-zero-o-proj", family="llama", stage="latent", format="zip",
+                     config=True, path=write_model("latent-zero-o-proj", CONFIGS["llama"], sd,
+                                                   "zip")))
+
     defects = plant_defects()
 
     sd = build_model("minicpm", "pseudo", 202)
@@ -457,6 +467,16 @@ def main():
                         tensor="model.layers.1", row=None, column=None,
                         path=write_model("noconfig-missing-layer", None, sd, "zip",
                                          with_config=False)))
+
+    # A name with a huge layer index and no config: the layer count must not follow it blindly.
+    sd = build_model("minicpm", "pseudo", 205)
+    sd["model.layers.999999.input_layernorm.weight"] = torch.ones(64, dtype=torch.bfloat16)
+    write_model("noconfig-huge-layer-index", None, sd, "zip", with_config=False)
+
+    # A view whose stride of 0 makes 2^40 elements of one stored value (torch.save keeps it).
+    sd = build_model("minicpm", "pseudo", 206)
+    sd["model.layers.0.input_layernorm.weight"] = torch.ones(1, dtype=torch.bfloat16).expand(2 ** 40)
+    write_model("hostile-broadcast", CONFIGS["minicpm"], sd, "zip")
 
     sd = build_model("llama", "gaussian", 301)
     gaussian = write_model("gaussian-f32", CONFIGS["llama"], sd, "zip")

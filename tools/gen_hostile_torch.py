@@ -2,7 +2,7 @@
 """Write real torch.save checkpoints whose pickle would run os.system.
 
 fixtures/hostile/pickle/os_system_p{2,4}.pt are zip checkpoints written by
-torch.save with pickle_protocol 2 and 4. Their state dict holds a tensor and
+torch.save with pickle_protocol 2 and 4. Their state dict contains a tensor and
 an object whose __reduce__ returns (os.system, ("touch /tmp/bcpm-pwned-marker",)),
 so torch.load(weights_only=False) on them would create the marker file. The
 data.pkl of each is also written beside it as os_system_p{2,4}.pkl, and
@@ -22,7 +22,7 @@ import zipfile
 
 import torch
 
-from gen_pickle_fixtures import HOSTILE_DIR, global_offsets
+from gen_pickle_fixtures import HOSTILE_DIR, fix_hash_seed, global_offsets
 
 MARKER = "/tmp/bcpm-pwned-marker"
 
@@ -35,7 +35,7 @@ class RunsShell:
 
 
 def data_pkl(path):
-    """The data.pkl entry of a torch zip checkpoint and its byte offset in the file."""
+    """Return the name, bytes and file offset of a torch zip checkpoint's data.pkl."""
     with zipfile.ZipFile(path) as z:
         info = next(i for i in z.infolist() if i.filename.endswith("/data.pkl"))
         assert info.compress_type == zipfile.ZIP_STORED
@@ -82,4 +82,5 @@ def main():
 
 
 if __name__ == "__main__":
+    fix_hash_seed()
     main()

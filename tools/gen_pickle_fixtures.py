@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Write the pickle machine's fixtures and what Python itself sees in them.
+"""Write the pickle machine's fixtures and what Python itself reads from them.
 
 Outputs, all under fixtures/:
   pickle/sample_p{0..5}.pkl   one plain-data value pickled by Python's pickle
@@ -59,8 +59,8 @@ def escape(data):
 
 
 def canonical(value):
-    """One-line text of a plain value; tests/pickle/canonical.c writes the same
-    text from the C value tree.
+    """Return the one-line text of a plain value. canonical_text() in
+    tests/pickle/pickle_test_util.c writes the same text from the C value tree.
 
     int       int:DECIMAL when it fits int64, else bigint:HEX of the minimal
               little-endian two's complement bytes (pickle.encode_long)
@@ -144,6 +144,52 @@ def python2_text_pickle():
         b"sS'uni'\np10\nVcaf\\u00e9 \\U0001d11e back\\\\slash\np11\n"
         b"sS'dict'\np12\n(S'k'\nI1\ndp13\n"
         b"sS'again'\np14\ng13\ns."
+    )
+
+
+def rare_opcodes_pickle():
+    """Protocol 5 plain data through opcodes Python 3's pickler rarely or never
+    writes: FRAME, BINSTRING, SHORT_BINSTRING, BINBYTES8, BYTEARRAY8,
+    BINUNICODE8, LONG4, DUP, POP_MARK, LIST, DICT and FROZENSET from a MARK,
+    EMPTY_SET with ADDITEMS, text PUT/GET, LONG_BINPUT/LONG_BINGET, and a
+    recorded POP that discards a MARK (pickle.py's load_pop)."""
+    body = (
+        b"(" 
+        b"T\x03\x00\x00\x00abc"                      # BINSTRING
+        b"U\x02hi"                                     # SHORT_BINSTRING
+        b"\x8e\x03\x00\x00\x00\x00\x00\x00\x00b\x00c"   # BINBYTES8
+        b"\x96\x02\x00\x00\x00\x00\x00\x00\x00\xff\x01"  # BYTEARRAY8
+        b"\x8d\x04\x00\x00\x00\x00\x00\x00\x00\xe2\x9c\x93!"  # BINUNICODE8
+        b"\x8b\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80\xff"  # LONG4
+        b"K\x05\x32"                                  # BININT1 5, DUP
+        b"(K\x01K\x02\x31"                            # MARK 1 2 POP_MARK
+        b"(K\x07K\x08l"                                # LIST from MARK
+        b"(U\x01kK\x09d"                               # DICT from MARK
+        b"(K\x03K\x04K\x03\x91"                       # FROZENSET from MARK
+        b"\x8f(K\x0aK\x0b\x90"                         # EMPTY_SET, ADDITEMS
+        b"G\xbf\xf8\x00\x00\x00\x00\x00\x00"         # BINFLOAT -1.5
+        b"Fnan\n"                                      # FLOAT text
+        b"F-inf\n"
+        b"I-42\n"                                      # INT text
+        b"p77\ng77\n"                                 # PUT 77 keeps, GET 77 copies
+        b"r\x00\x00\x01\x00j\x00\x00\x01\x00"          # LONG_BINPUT / LONG_BINGET 65536
+        b"(0"                                          # MARK then POP: discards the MARK
+        b"t."
+    )
+    return b"\x80\x05\x95" + len(body).to_bytes(8, "little") + body
+
+
+def calls_pickle():
+    """Calls through INST, OBJ, NEWOBJ_EX and a text PERSID, each naming a
+    global the C test checks."""
+    return (
+        b"\x80\x04("
+        b"(K\x01ifoo.mod\nKlass\n"                      # INST foo.mod.Klass(1)
+        b"(cfoo.mod\nOther\nK\x02K\x03o"                 # OBJ Other(2, 3)
+        b"\x8c\x07foo.mod\x8c\x05Third\x93"               # STACK_GLOBAL Third
+        b"K\x04\x85}\x8c\x01k\x88s\x92"                   # NEWOBJ_EX(Third, (4,), {'k': True})
+        b"Pkey-0\n"                                    # PERSID 'key-0'
+        b"t."
     )
 
 
@@ -235,7 +281,7 @@ def torch_pickle(protocol):
 def global_offsets(data):
     """(module, name, offset) of every GLOBAL, STACK_GLOBAL and INST, in order.
 
-    The names come from Python's Unpickler (find_class sees one call per
+    The names come from Python's Unpickler (it calls find_class once per
     opcode, in file order) and the offsets from pickletools.genops."""
     offsets = []
     try:
@@ -278,6 +324,19 @@ def unknown_class():
     return obj
 
 
+def shared_expansion():
+    """A "billion laughs" DAG: t0 = None, t(i) = (t(i-1), t(i-1)) through the
+    memo, 64 levels. Python loads it in microseconds; a walk that expands the
+    shared tuples would visit 2^65 values."""
+    data = b"\x80\x02Nq\x000"
+    for i in range(1, 65):
+        data += b"h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"\x86q" + bytes([i]) + b"0"
+    data += b"h\x40."
+    value = pickle.loads(data)
+    assert value[0] is value[1]
+    return data
+
+
 def hostile_pickles():
     """name -> bytes. Each is described where the C test checks it."""
     torch_p2, _ = torch_pickle(2)
@@ -295,6 +354,7 @@ def hostile_pickles():
         "deep_lists.pkl": b"\x80\x02" + b"]" * 100000 + b"a" * 99999 + b".",
         "deep_tuples.pkl": b"\x80\x02" + b"(" * 100000 + b"t" * 100000 + b".",
         "memo_never_stored.pkl": b"\x80\x02]q\x00h\x05a.",
+        "shared_expansion.pkl": shared_expansion(),
         "truncated_string.pkl": torch_p2[:cut],
         "truncated_no_stop.pkl": b"\x80\x02}q\x00X\x01\x00\x00\x00aK\x01s",
         "huge_length.pkl": b"\x80\x04\x8d" + struct.pack("<Q", 1 << 62) + b"abc.",
@@ -332,6 +392,16 @@ def main():
         loaded = pickle.loads(data, encoding="bytes")
     expected["python2_text.pkl"] = {"canonical": canonical(loaded), "size": len(data)}
 
+    data = rare_opcodes_pickle()
+    write(os.path.join(PICKLE_DIR, "rare_opcodes.pkl"), data)
+    loaded = pickle.loads(data, encoding="bytes")
+    assert loaded[-3] is loaded[-2]  # PUT then GET share one object
+    expected["rare_opcodes.pkl"] = {"canonical": canonical(loaded), "size": len(data)}
+
+    data = calls_pickle()
+    write(os.path.join(PICKLE_DIR, "calls.pkl"), data)
+    expected["calls.pkl"] = {"size": len(data), "globals": global_offsets(data)}
+
     for protocol in (2, 4):
         data, info = torch_pickle(protocol)
         name = "torch_state_p%d.pkl" % protocol
@@ -363,5 +433,14 @@ def main():
         f.write("\n")
 
 
+def fix_hash_seed():
+    """Re-run under PYTHONHASHSEED=0: the order of a set of strings in a
+    pickle follows str hashes, which change with every run otherwise."""
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
+
+
 if __name__ == "__main__":
+    fix_hash_seed()
     main()

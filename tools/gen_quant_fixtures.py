@@ -88,7 +88,7 @@ def fake_quant(w, group_size, eps):
     else:
         # PyTorch 1.13 has no CPU round or clamp for F16. Both are exact on any
         # F16 value, so they run on the float32 copy of the F16 quotient, and
-        # torch.maximum stands in for clamp(min=eps).
+        # torch.maximum replaces clamp(min=eps).
         sh = torch.maximum(wh.abs().mean(dim=-1, keepdim=True), torch.tensor(eps, dtype=h))
         codes = (wh / sh).float().round().clamp(-1, 1)
         qh = (codes * sh.float()).to(h).reshape(w.shape).to(stored)
@@ -245,6 +245,13 @@ def write_pairs(out, generator, eps):
     bad[name] = t
     torch.save(bad, os.path.join(out, "changed.pt"))
     planted("changed.pt", "reference.changed", name, 0, 7, note="norm element 7 set to 2")
+
+    # A ternary tensor whose shape differs between the sides (half its rows).
+    bad = dict(pseudo)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    bad[name] = pseudo[name][:32].clone()
+    torch.save(bad, os.path.join(out, "shape.pt"))
+    planted("shape.pt", "reference.codes", name, note="rows 32-63 cut off")
 
     # NaN in the latent weights, compared with the correct pseudo file.
     bad = dict(latent)

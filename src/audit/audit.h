@@ -128,10 +128,10 @@ int bcpm_audit_history(struct bcpm_audit *db, const struct bcpm_audit_filter *fi
                        json_t **out, struct bcpm_error *err);
 
 /*
- * One run as an object: the history fields plus command_line, tool_version,
- * host, user, rules_digest, hash, prev_hash, "files" as objects and
- * "findings" as an array; with_tensors adds "tensors". BCPM_ERR_NOT_FOUND
- * when no run has that id.
+ * Build one run as an object. It has the history fields plus command_line,
+ * tool_version, host, user, rules_digest, hash and prev_hash, with "files"
+ * and "findings" as arrays of objects. with_tensors adds "tensors" and each
+ * file's config_text. Returns BCPM_ERR_NOT_FOUND when no run has that id.
  */
 int bcpm_audit_show(struct bcpm_audit *db, int64_t run_id, int with_tensors, json_t **out,
                     struct bcpm_error *err);

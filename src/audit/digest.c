@@ -57,9 +57,8 @@ void bcpm_digest_update(struct bcpm_digest *ctx, const void *data, size_t len)
         return;
     XXH3_128bits_update(ctx->xxh, data, len);
 
-    /* EVP_DigestUpdate fails only on a context without a digest, which init rules out. */
-    if (ctx->sha256)
-        EVP_DigestUpdate(ctx->sha256, data, len);
+    if (ctx->sha256 && EVP_DigestUpdate(ctx->sha256, data, len) != 1)
+        ctx->sha256_failed = 1;
 }
 
 void bcpm_digest_final(struct bcpm_digest *ctx, char xxh_hex[BCPM_XXH128_HEX_SIZE],
@@ -74,8 +73,8 @@ void bcpm_digest_final(struct bcpm_digest *ctx, char xxh_hex[BCPM_XXH128_HEX_SIZ
 
     if (sha_hex) {
         sha_hex[0] = '\0';
-        if (ctx->sha256 && EVP_DigestFinal_ex(ctx->sha256, sha, &sha_len) == 1 &&
-            sha_len == 32)
+        if (ctx->sha256 && !ctx->sha256_failed &&
+            EVP_DigestFinal_ex(ctx->sha256, sha, &sha_len) == 1 && sha_len == 32)
             to_hex(sha, sha_len, sha_hex);
     }
     bcpm_digest_abort(ctx);

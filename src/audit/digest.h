@@ -21,6 +21,7 @@
 struct bcpm_digest {
     void *xxh;    /* XXH3_state_t */
     void *sha256; /* EVP_MD_CTX, or NULL without SHA-256 */
+    int sha256_failed; /* libcrypto reported an error; the SHA-256 comes out "" */
 };
 
 /*
@@ -35,7 +36,8 @@ void bcpm_digest_update(struct bcpm_digest *ctx, const void *data, size_t len);
 
 /*
  * Write the lowercase hex digests and release the context. sha_hex may be
- * NULL; it receives "" when the context was started without SHA-256.
+ * NULL. It receives "" when the context was started without SHA-256 or when
+ * libcrypto reported an error while hashing.
  */
 void bcpm_digest_final(struct bcpm_digest *ctx, char xxh_hex[BCPM_XXH128_HEX_SIZE],
                        char sha_hex[BCPM_SHA256_HEX_SIZE]);

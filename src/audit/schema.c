@@ -317,8 +317,8 @@ static int migrate(struct bcpm_audit *db, struct bcpm_error *err)
 }
 
 /*
- * Switch to WAL, retrying while another process holds the lock that the
- * switch needs (the busy handler does not cover every case here).
+ * Switch to WAL. The switch returns SQLITE_BUSY while another process is
+ * creating or switching the same new file, so it is retried like a write.
  */
 static int set_wal(struct bcpm_audit *db, struct bcpm_error *err)
 {

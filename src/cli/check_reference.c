@@ -11,7 +11,6 @@
 #include "cli/cli_common.h"
 #include "quant/reference.h"
 /* For the optional parameters of a reference.codes entry; engine.h has no accessor for them. */
-#include "rules/ruleset.h"
 
 void check_reference_init(struct check_reference *r, const char *path, const char *compute,
                           int64_t group_size, double eps, int threads)
@@ -54,7 +53,7 @@ static void comparison_options(const struct check_reference *r, const struct bcp
                                const struct bcpm_check_result *result, size_t first_tensor,
                                struct bcpm_reference_options *options)
 {
-    const struct rule_check *rule = rules_find_id(rs, "reference.codes");
+    double value;
 
     bcpm_reference_options_init(options);
     options->threads = r->threads;
@@ -71,11 +70,10 @@ static void comparison_options(const struct check_reference *r, const struct bcp
     if (r->group_size != 0)
         options->group_size = r->group_size;
 
-    if (rule) {
-        options->eps = (float)rules_param_number(rule, "eps", options->eps);
-        options->scale_tolerance_ulps =
-            (uint32_t)rules_param_number(rule, "scale_tolerance_ulps", options->scale_tolerance_ulps);
-    }
+    if (bcpm_ruleset_param_number(rs, "reference.codes", "eps", &value) == 0)
+        options->eps = (float)value;
+    if (bcpm_ruleset_param_number(rs, "reference.codes", "scale_tolerance_ulps", &value) == 0)
+        options->scale_tolerance_ulps = (uint32_t)value;
     if (r->eps > 0)
         options->eps = (float)r->eps;
 }
@@ -146,7 +144,7 @@ int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset
 {
     struct bcpm_reference_options options;
     struct bcpm_reference_result *results = NULL;
-    size_t nresults = 0, nnames = 0, first_tensor;
+    size_t nresults = 0, nnames = 0, first_tensor, first_finding;
     const char **names;
     struct bcpm_error err;
     char text[2 * BCPM_ERROR_TEXT_MAX];
@@ -167,9 +165,12 @@ int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset
     }
 
     bcpm_error_clear(&err);
+    first_finding = result->findings.count;
     rc = bcpm_reference_compare_catalogs(catalog, r->latent, names, nnames, &options,
                                          &result->findings, &results, &nresults, &err);
     free(names);
+    /* The rule files set the severities of reference.* findings or disable them. */
+    bcpm_ruleset_apply(rs, &result->findings, first_finding);
     if (rc != 0) {
         bcpm_error_file(&err, catalog->path);
         cli_error(CHECK_PROGRAM, "reference comparison with %s failed: %s", r->path,

@@ -213,7 +213,11 @@ struct node {
     struct bcpm_pickle_value value;
     size_t capacity;        /* allocated slots of a list, tuple, set or dict */
     uint64_t depth;         /* container levels: 0 for scalars, 1 for an empty list */
+    uint64_t expanded;      /* values in the tree under this one, shared ones counted
+                               at every use */
     unsigned char nested;   /* placed inside another value: may no longer change */
+    const char *module3;    /* a GLOBAL's Python 3 module and name (pickle_internal.h) */
+    const char *name3;
 };
 
 /* One slot of the open-addressing tables below (memo, dict keys, globals seen). */
@@ -254,9 +258,13 @@ struct machine {
     size_t *marks; /* stack heights at each open MARK */
     size_t nmarks, marks_capacity;
 
-    struct table memo;
+    struct node **memo_dense; /* memo entries 0 .. memo_dense_capacity - 1 */
+    size_t memo_dense_capacity;
+    struct table memo;        /* memo entries beyond the array */
+    uint64_t memo_entries;    /* in both together */
     struct table keys;    /* (dict, key) -> index, for duplicate keys */
     struct table globals; /* (module, name) already reported */
+    uint64_t table_bytes; /* memory of the tables above, for max_total_bytes */
 };
 
 /* ---------------------------------------------------------------- errors */
@@ -282,8 +290,12 @@ static int fail(struct machine *m, int code, const char *fmt, ...)
     va_end(ap);
 
     m->status = code;
-    bcpm_error_set(m->err, code, m->in->file, m->in->entry, "pickle opcode %s: %s",
-                   opcode_name(m->op), text);
+    if (strcmp(opcode_name(m->op), "unknown") == 0)
+        bcpm_error_set(m->err, code, m->in->file, m->in->entry, "pickle opcode 0x%02x: %s",
+                       m->op, text);
+    else
+        bcpm_error_set(m->err, code, m->in->file, m->in->entry, "pickle opcode %s: %s",
+                       opcode_name(m->op), text);
     bcpm_error_at(m->err, m->in->base_offset + m->op_pos);
     return code;
 }
@@ -318,6 +330,19 @@ static const char *quote_input(const char *text, size_t len, char *buf, size_t s
 
 /* ---------------------------------------------------------------- arena */
 
+/* Count bytes the machine is about to allocate against max_total_bytes: the
+ * arena of values and strings, plus the memo and key tables beside it. */
+static int charge(struct machine *m, uint64_t bytes)
+{
+    uint64_t used = m->pickle->allocated + m->table_bytes;
+
+    if (used > m->limits.max_total_bytes || bytes > m->limits.max_total_bytes - used)
+        return fail(m, BCPM_ERR_LIMIT,
+                    "the values would need more than max_total_bytes (%" PRIu64 " bytes)",
+                    m->limits.max_total_bytes);
+    return 0;
+}
+
 static void *arena_alloc(struct machine *m, size_t size)
 {
     struct bcpm_pickle *p = m->pickle;
@@ -332,12 +357,8 @@ static void *arena_alloc(struct machine *m, size_t size)
         return NULL;
     }
     rounded = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-    if (rounded > m->limits.max_total_bytes - p->allocated) {
-        fail(m, BCPM_ERR_LIMIT,
-             "the values would need more than max_total_bytes (%" PRIu64 " bytes)",
-             m->limits.max_total_bytes);
+    if (charge(m, rounded))
         return NULL;
-    }
 
     if (!block || block->size - block->used < rounded) {
         size_t capacity = rounded > ARENA_BLOCK_SIZE / 4 ? rounded : ARENA_BLOCK_SIZE;
@@ -431,6 +452,9 @@ static int table_reserve(struct machine *m, struct table *t)
     capacity = t->capacity ? t->capacity * 2 : 64;
     if (capacity > SIZE_MAX / sizeof(struct slot))
         return fail_nomem(m);
+    if (charge(m, (uint64_t)(capacity - old_capacity) * sizeof(struct slot)))
+        return m->status;
+    m->table_bytes += (uint64_t)(capacity - old_capacity) * sizeof(struct slot);
     t->slots = calloc(capacity, sizeof(struct slot));
     if (!t->slots) {
         t->slots = old;
@@ -468,13 +492,13 @@ static uint64_t bytes_left(const struct machine *m)
 }
 
 /* Fail unless n more bytes of argument follow. */
-static int need(struct machine *m, uint64_t n, const char *what)
+static int need(struct machine *m, uint64_t n, const char *argument)
 {
     if (n > bytes_left(m))
         return fail(m, BCPM_ERR_CORRUPT,
                     "the pickle ends inside the %s: %" PRIu64 " bytes needed, %" PRIu64
                     " left",
-                    what, n, bytes_left(m));
+                    argument, n, bytes_left(m));
     return 0;
 }
 
@@ -555,6 +579,7 @@ static struct node *new_node(struct machine *m, enum bcpm_pickle_kind kind)
     memset(n, 0, sizeof(*n));
     n->value.kind = kind;
     n->value.offset = m->in->base_offset + m->op_pos;
+    n->expanded = 1;
     if (kind == BCPM_PICKLE_TUPLE || kind == BCPM_PICKLE_LIST || kind == BCPM_PICKLE_DICT ||
         kind == BCPM_PICKLE_SET || kind == BCPM_PICKLE_OBJECT || kind == BCPM_PICKLE_PERSID)
         n->depth = 1;
@@ -597,8 +622,8 @@ static struct node *new_text(struct machine *m, enum bcpm_pickle_kind kind, cons
     return n;
 }
 
-/* Record that child now sits inside parent: it becomes immutable and
- * parent's depth covers it. */
+/* Record that child now sits inside parent: it becomes immutable, and
+ * parent's depth and expanded size cover it. */
 static int adopt(struct machine *m, struct node *parent, struct node *child)
 {
     child->nested = 1;
@@ -608,6 +633,20 @@ static int adopt(struct machine *m, struct node *parent, struct node *child)
         return fail(m, BCPM_ERR_LIMIT,
                     "values nest deeper than max_nesting (%" PRIu64 " levels)",
                     m->limits.max_nesting);
+
+    /* The memo lets a few opcodes build a DAG whose tree has 2^60 paths
+     * (tuples of tuples of one shared value). Capping the expanded size at
+     * the opcode cap keeps every walk over the tree linear in max_opcodes,
+     * even one that does not remember visited values. */
+    if (child->expanded > UINT64_MAX - parent->expanded)
+        parent->expanded = UINT64_MAX;
+    else
+        parent->expanded += child->expanded;
+    if (parent->expanded > m->limits.max_opcodes)
+        return fail(m, BCPM_ERR_LIMIT,
+                    "a value would expand to more than max_opcodes (%" PRIu64 ") values "
+                    "when its shared parts are counted at every use",
+                    m->limits.max_opcodes);
     return 0;
 }
 
@@ -906,52 +945,109 @@ static int op_pop(struct machine *m)
 
 /* ---------------------------------------------------------------- memo */
 
+/* Picklers number memo entries 0, 1, 2, ..., so the memo is an array that
+ * grows while indices stay near the entry count. Other indices go to a hash
+ * table. Whatever indices a hostile pickle uses, the array stays below twice
+ * the entries plus MEMO_DENSE_SLACK. */
+#define MEMO_DENSE_SLACK 4096
+
 static int memo_match(const struct slot *slot, const struct slot *probe)
 {
     return slot->number == probe->number;
 }
 
-static int memo_put(struct machine *m, uint64_t index)
+/* The memo cell of index, or NULL when it was never stored. */
+static struct node **memo_find(struct machine *m, uint64_t index)
 {
-    struct node *top;
     struct slot probe, *slot;
-    int rc = peek(m, &top);
 
-    if (rc)
-        return rc;
-    rc = table_reserve(m, &m->memo);
-    if (rc)
-        return rc;
+    if (index < m->memo_dense_capacity && m->memo_dense[index])
+        return &m->memo_dense[index];
+    if (m->memo.count == 0)
+        return NULL;
 
     memset(&probe, 0, sizeof(probe));
     probe.number = index;
     probe.hash = mix64(index);
     slot = table_find(&m->memo, &probe, memo_match);
-    if (!slot->used) {
-        if (m->memo.count >= m->limits.max_memo)
-            return fail(m, BCPM_ERR_LIMIT,
-                        "the memo would hold more than max_memo (%" PRIu64 " entries)",
-                        m->limits.max_memo);
-        *slot = probe;
-        slot->used = 1;
-        m->memo.count++;
+    return slot->used ? &slot->value : NULL;
+}
+
+/* Store value under a new index, in the array when it is near enough. */
+static int memo_insert(struct machine *m, uint64_t index, struct node *value)
+{
+    struct slot probe, *slot;
+    int rc;
+
+    if (index >= m->memo_dense_capacity && index < 2 * m->memo_entries + MEMO_DENSE_SLACK) {
+        size_t capacity = m->memo_dense_capacity ? m->memo_dense_capacity * 2 : 1024;
+        struct node **dense;
+
+        while (capacity <= index)
+            capacity *= 2;
+        rc = charge(m, (uint64_t)(capacity - m->memo_dense_capacity) * sizeof(*dense));
+        if (rc)
+            return rc;
+        m->table_bytes += (uint64_t)(capacity - m->memo_dense_capacity) * sizeof(*dense);
+        dense = realloc(m->memo_dense, capacity * sizeof(*dense));
+        if (!dense)
+            return fail_nomem(m);
+        memset(dense + m->memo_dense_capacity, 0,
+               (capacity - m->memo_dense_capacity) * sizeof(*dense));
+        m->memo_dense = dense;
+        m->memo_dense_capacity = capacity;
     }
-    slot->value = top;
+    if (index < m->memo_dense_capacity) {
+        m->memo_dense[index] = value;
+        return 0;
+    }
+
+    rc = table_reserve(m, &m->memo);
+    if (rc)
+        return rc;
+    memset(&probe, 0, sizeof(probe));
+    probe.number = index;
+    probe.hash = mix64(index);
+    slot = table_find(&m->memo, &probe, memo_match);
+    *slot = probe;
+    slot->used = 1;
+    slot->value = value;
+    m->memo.count++;
+    return 0;
+}
+
+/* PUT, BINPUT, LONG_BINPUT and MEMOIZE: the top value, which stays on the stack. */
+static int memo_put(struct machine *m, uint64_t index)
+{
+    struct node *top = NULL, **stored;
+    int rc = peek(m, &top);
+
+    if (rc)
+        return rc;
+
+    stored = memo_find(m, index);
+    if (stored) {
+        *stored = top;
+        return 0;
+    }
+    if (m->memo_entries >= m->limits.max_memo)
+        return fail(m, BCPM_ERR_LIMIT,
+                    "the memo would hold more than max_memo (%" PRIu64 " entries)",
+                    m->limits.max_memo);
+    rc = memo_insert(m, index, top);
+    if (rc)
+        return rc;
+    m->memo_entries++;
     return 0;
 }
 
 static int memo_get(struct machine *m, uint64_t index)
 {
-    struct slot probe, *slot = NULL;
+    struct node **stored = memo_find(m, index);
 
-    memset(&probe, 0, sizeof(probe));
-    probe.number = index;
-    probe.hash = mix64(index);
-    if (m->memo.capacity)
-        slot = table_find(&m->memo, &probe, memo_match);
-    if (!slot || !slot->used)
+    if (!stored)
         return fail(m, BCPM_ERR_CORRUPT, "memo index %" PRIu64 " was never stored", index);
-    return push(m, slot->value);
+    return push(m, *stored);
 }
 
 /* ---------------------------------------------------------------- text decoding */
@@ -1008,7 +1104,8 @@ static size_t utf8_invalid_at(const char *text, size_t len)
 /* Decode the UTF-8 sequence at s (valid, n bytes long) to a code point. */
 static uint32_t utf8_decode(const unsigned char *s, size_t n)
 {
-    uint32_t cp = n == 1 ? s[0] : n == 2 ? (s[0] & 0x1fu) : n == 3 ? (s[0] & 0x0fu) : (s[0] & 0x07u);
+    static const uint8_t lead_mask[5] = {0, 0xff, 0x1f, 0x0f, 0x07};
+    uint32_t cp = s[0] & lead_mask[n];
     size_t i;
 
     for (i = 1; i < n; i++)
@@ -1463,6 +1560,8 @@ static struct node *new_global(struct machine *m, const char *module, size_t mle
     g->value.u.global.name = name_text->value.u.text.data;
     g->value.u.global.cls = bcpm_pickle_classify(g->value.u.global.module,
                                                  g->value.u.global.name, m->options);
+    bcpm_pickle_python3_name(g->value.u.global.module, g->value.u.global.name, &g->module3,
+                             &g->name3);
     if (report_global(m, g))
         return NULL;
     return g;
@@ -1487,7 +1586,8 @@ static void global_names(const struct node *g, const char **module, const char *
     *module = *name = NULL;
     if (g->value.kind != BCPM_PICKLE_GLOBAL)
         return;
-    bcpm_pickle_python3_name(g->value.u.global.module, g->value.u.global.name, module, name);
+    *module = g->module3;
+    *name = g->name3;
 }
 
 static int names_are(const char *module, const char *name, const char *want_module,
@@ -1664,8 +1764,8 @@ static int push_call(struct machine *m, struct node *callable, struct node *args
 
 /* ---------------------------------------------------------------- mutation */
 
-/* Containers may change only while no other value holds them; see the file
- * comment for why this keeps the graph acyclic. */
+/* Containers may change only while no other value contains them; the file
+ * comment explains why this keeps the graph acyclic. */
 static int check_mutable(struct machine *m, const struct node *target, struct node **items,
                          size_t count)
 {
@@ -1715,7 +1815,7 @@ static struct node *items_target(struct machine *m, struct node *target,
     return items;
 }
 
-/* After items changed, the object that holds them covers their new depth. */
+/* After items changed, the object that owns them covers their new depth. */
 static int refresh_depth(struct machine *m, struct node *target, struct node *items)
 {
     if (target == items)
@@ -1727,7 +1827,7 @@ static int refresh_depth(struct machine *m, struct node *target, struct node *it
 static int add_items(struct machine *m, enum bcpm_pickle_kind kind, struct node **items,
                      size_t count)
 {
-    struct node *target, *container;
+    struct node *target = NULL, *container;
     int rc = peek(m, &target);
 
     if (!rc)
@@ -1743,10 +1843,10 @@ static int add_items(struct machine *m, enum bcpm_pickle_kind kind, struct node 
     return refresh_depth(m, target, container);
 }
 
-/* SETITEM and SETITEMS: pairs holds key, value, key, value, ... */
+/* SETITEM and SETITEMS: pairs is key, value, key, value, ... */
 static int set_items(struct machine *m, struct node **pairs, size_t count)
 {
-    struct node *target, *dict;
+    struct node *target = NULL, *dict;
     size_t i;
     int rc;
 
@@ -1772,7 +1872,7 @@ static int set_items(struct machine *m, struct node **pairs, size_t count)
 /* BUILD: state goes to an object, or to a dict (OrderedDict's _metadata). */
 static int op_build(struct machine *m)
 {
-    struct node *state, *target;
+    struct node *state = NULL, *target = NULL;
     int rc = pop(m, &state);
 
     if (!rc)
@@ -2225,7 +2325,7 @@ static int run_opcode(struct machine *m)
     case OP_BINPUT: return op_memo_binary(m, 1);
     case OP_LONG_BINGET:
     case OP_LONG_BINPUT: return op_memo_binary(m, 4);
-    case OP_MEMOIZE: return memo_put(m, m->memo.count);
+    case OP_MEMOIZE: return memo_put(m, m->memo_entries);
 
     case OP_GLOBAL: return push(m, read_global_lines(m));
     case OP_STACK_GLOBAL: return op_stack_global(m);
@@ -2245,7 +2345,7 @@ static int run_opcode(struct machine *m)
         return fail(m, BCPM_ERR_UNSUPPORTED,
                     "out-of-band buffers (protocol 5 with buffer_callback) are not supported");
     }
-    return fail(m, BCPM_ERR_CORRUPT, "unknown opcode byte 0x%02x", m->op);
+    return fail(m, BCPM_ERR_CORRUPT, "not an opcode of pickle protocols 0 to 5");
 }
 
 /* ---------------------------------------------------------------- entry points */
@@ -2337,6 +2437,7 @@ int bcpm_pickle_load(struct bcpm_pickle **out, const struct bcpm_pickle_input *i
 
     free(m.stack);
     free(m.marks);
+    free(m.memo_dense);
     table_free(&m.memo);
     table_free(&m.keys);
     table_free(&m.globals);

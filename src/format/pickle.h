@@ -124,8 +124,10 @@ struct bcpm_pickle_input {
  * NAME:" and err's offset is the opcode's offset in the file.
  *
  * The value graph is acyclic and no deeper than limits.max_nesting, so it
- * can be walked recursively; values may be shared (memo), so a walk may meet
- * the same node twice.
+ * can be walked recursively. Values may be shared (memo), so a walk may meet
+ * the same node twice. Expanded at every use, the tree contains at most
+ * limits.max_opcodes values, so even a walk that does not remember visited
+ * nodes ends.
  */
 int bcpm_pickle_load(struct bcpm_pickle **out, const struct bcpm_pickle_input *input,
                      const struct bcpm_open_options *options, struct bcpm_findings *findings,

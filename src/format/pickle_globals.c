@@ -116,7 +116,6 @@ static const struct global_name known_names[] = {
     {"torch.serialization", "_get_layout"},
     {"torch.storage", "UntypedStorage"},
     {"torch.storage", "TypedStorage"},
-    {"torch.storage", "_load_from_bytes"},
 };
 
 /* Attributes of the torch module that are dtypes, layouts, memory formats or
@@ -156,6 +155,11 @@ static int is_known(const char *module, const char *name)
             strcmp(name, known_names[i].name) == 0)
             return 1;
     }
+
+    /* From protocol 4 on, a name may be a dotted attribute path
+     * ("OrderedDict.fromkeys"); the patterns below match plain names only. */
+    if (strchr(name, '.'))
+        return 0;
 
     /* The typed storages (torch.FloatStorage, torch.cuda.HalfStorage, ...) appear
      * in persistent ids as type tags; the torch reader never instantiates them. */
@@ -236,6 +240,8 @@ static const struct global_name dangerous_names[] = {
     {"torch", "save"},
     {"torch.serialization", "load"},
     {"torch.serialization", "save"},
+    /* Runs torch.load on bytes embedded in the pickle, which nothing scans. */
+    {"torch.storage", "_load_from_bytes"},
     {"numpy", "load"},
     {"numpy", "save"},
     {"numpy", "fromfile"},

@@ -5,8 +5,8 @@
  * machine and hand the root value here. This module finds the state dict
  * (the root, or a dict nested under "module", "model" or "state_dict"),
  * reads every torch._utils._rebuild_tensor_v2 / _rebuild_parameter call in
- * it, parses the persistent storage ids, and asks the calling reader to
- * resolve each storage id to a catalog storage, because only the reader knows
+ * it, parses the persistent storage ids, and calls back into the reader to
+ * resolve each storage id to a catalog storage, because only the reader finds
  * where a storage's bytes live (a zip entry, or a span of a legacy file).
  */
 #ifndef BCPM_FORMAT_TORCH_STATE_H
@@ -34,7 +34,7 @@ struct bcpm_torch_storage_ref {
     uint64_t view_numel;
 };
 
-/* Where messages point: the checkpoint file and the pickle's entry (or NULL). */
+/* Message context: the checkpoint file and the pickle's zip entry (or NULL). */
 struct bcpm_torch_source {
     const char *path;
     const char *entry;

@@ -32,9 +32,9 @@
 #include "io/map.h"
 
 /*
- * A PyTorch checkpoint has a handful of entries per tensor at most; a million
- * is far above any real model and keeps the directory tables of a hostile
- * file below about 100 MiB.
+ * A PyTorch checkpoint has one entry per storage plus a few more. A million
+ * entries is far above any real model, and it keeps the tables built for a
+ * hostile directory to about 64 MiB plus the names.
  */
 #define BCPM_ZIP_MAX_ENTRIES 1000000u
 

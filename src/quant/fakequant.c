@@ -67,25 +67,27 @@ void bcpm_fakequant_scales(float sum, float sum_half, uint64_t n, float eps,
     out->s_half = clamp_min(out->s_half, bcpm_fakequant_round_to(half, eps));
 }
 
-static int8_t code_of(float q)
+float bcpm_fakequant_threshold(float s, enum bcpm_compute policy, enum bcpm_dtype half)
 {
-    return q > 0.5f ? 1 : q < -0.5f ? -1 : 0;
+    double bound = 0.5 + ldexp(1.0, -25);
+    double exact;
+    float t;
+
+    if (policy == BCPM_COMPUTE_HALF)
+        bound += half == BCPM_DTYPE_F16 ? ldexp(1.0, -12) : ldexp(1.0, -9);
+    exact = (double)s * bound;
+
+    /* The largest float not above exact; NaN and infinities pass through. */
+    t = (float)exact;
+    if ((double)t > exact)
+        t = nextafterf(t, -INFINITY);
+    return t;
 }
 
 void bcpm_fakequant_codes(const float *w, size_t n, float s, enum bcpm_compute policy,
                           enum bcpm_dtype half, int8_t *out)
 {
-    const struct bcpm_quant_kernels *k = bcpm_quant_kernels();
-
-    if (policy == BCPM_COMPUTE_FLOAT32) {
-        k->codes_f32(w, n, s, out);
-    } else if (half == BCPM_DTYPE_BF16) {
-        k->codes_bf16(w, n, s, out);
-    } else {
-        /* F16 quotients: no SIMD table, the scalar loop is the only path. */
-        for (size_t i = 0; i < n; i++)
-            out[i] = code_of(bcpm_f16_to_f32(bcpm_f32_to_f16(w[i] / s)));
-    }
+    bcpm_quant_kernels()->codes_threshold(w, n, bcpm_fakequant_threshold(s, policy, half), out);
 }
 
 int bcpm_fakequant_group_size(const struct bcpm_tensor *tensor, int64_t group_size,

@@ -75,8 +75,24 @@ void bcpm_fakequant_scales(float sum, float sum_half, uint64_t n, float eps,
                            enum bcpm_dtype half, struct bcpm_fakequant_scale *out);
 
 /*
+ * The threshold t with clamp(round_half_even(q), -1, 1) = +1 exactly when
+ * w > t (and -1 when w < -t), where q is w / s rounded to float32 and, under
+ * the half policy, then to H. Derivation: round(q) is +1 for every q above
+ * 0.5 and 0 at the tie 0.5 (nearest even), so the code is +1 when q > 0.5.
+ * The float32 quotient exceeds 0.5 when the exact w / s exceeds 0.5 + 2^-25
+ * (the midpoint to the next float, which rounds to the even 0.5); after
+ * rounding to BF16 or F16 the bound becomes 0.5 + 2^-9 + 2^-25 or
+ * 0.5 + 2^-12 + 2^-25. The product of s and that bound is exact in double,
+ * and w, a float, exceeds it exactly when w exceeds the largest float not
+ * above it, which is t.
+ */
+float bcpm_fakequant_threshold(float s, enum bcpm_compute policy, enum bcpm_dtype half);
+
+/*
  * Codes of w / s for n float elements under policy (FLOAT32 or HALF with H =
- * half): +1, 0 or -1, as in simd.h. Uses the kernels in use.
+ * half): +1, 0 or -1, clamp(round_half_even(w / s), -1, 1) with the quotient
+ * rounded as the policy rounds it; a NaN quotient gives 0. Uses the kernels
+ * in use.
  */
 void bcpm_fakequant_codes(const float *w, size_t n, float s, enum bcpm_compute policy,
                           enum bcpm_dtype half, int8_t *out);
@@ -86,7 +102,7 @@ float bcpm_fakequant_round_to(enum bcpm_dtype dtype, float value);
 
 struct bcpm_fakequant_params {
     int64_t group_size;          /* -1: one group per row */
-    float eps;                   /* BCPM_FAKEQUANT_DEFAULT_EPS unless the rules say otherwise */
+    float eps;                   /* BCPM_FAKEQUANT_DEFAULT_EPS unless a rule sets it */
     enum bcpm_compute policy;    /* FLOAT32 or HALF */
     enum bcpm_dtype stored;      /* dtype of the result: BF16, F16 or F32 */
     /*
@@ -108,7 +124,7 @@ int bcpm_fakequant_tensor(const struct bcpm_tensor *latent,
                           const struct bcpm_fakequant_params *params, void *out, float *scales,
                           struct bcpm_error *err);
 
-/* What the export of a latent tensor would look like (latent-only mode). */
+/* Preview of the export of a latent tensor (latent-only mode). */
 struct bcpm_fakequant_preview {
     uint64_t rows, columns, group_size, groups;
     uint64_t codes[3];           /* -1, 0, +1 over all elements */

@@ -9,6 +9,7 @@
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#include <math.h>
 
 static double reduce_lanes(double lane[BCPM_SUM_LANES])
 {
@@ -124,6 +125,97 @@ static size_t neon_ternary_run_bf16(const uint16_t *x, size_t n, uint16_t magnit
                                                           negatives);
 }
 
+static void neon_stored_codes_bf16(const uint16_t *x, size_t n, uint16_t magnitude, int8_t *out,
+                                   uint64_t counts[4])
+{
+    const uint16x8_t mask = vdupq_n_u16(0x7fff);
+    const uint16x8_t mag = vdupq_n_u16(magnitude);
+    uint64_t c[4] = {0, 0, 0, 0};
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint16x8_t v = vld1q_u16(x + i);
+        uint16x8_t key = vandq_u16(v, mask);
+        uint16x8_t is_zero = vceqzq_u16(key);
+        /* With magnitude 0 (a group of zeros) a zero is a zero, not +-magnitude. */
+        uint16x8_t is_mag = vbicq_u16(vceqq_u16(key, mag), is_zero);
+        /* Arithmetic shift: -1 for a set sign bit, 0 otherwise; | 1 gives the code. */
+        int16x8_t sign_code = vorrq_s16(vshrq_n_s16(vreinterpretq_s16_u16(v), 15), vdupq_n_s16(1));
+        int16x8_t code = vbslq_s16(is_mag, sign_code, vdupq_n_s16(BCPM_STORED_OTHER));
+        uint16x8_t negative = vandq_u16(is_mag, vshrq_n_u16(v, 15));
+        unsigned zeros, mags, negs;
+
+        code = vbslq_s16(is_zero, vdupq_n_s16(0), code);
+        vst1_s8(out + i, vmovn_s16(code));
+        zeros = vaddvq_u16(vshrq_n_u16(is_zero, 15));
+        mags = vaddvq_u16(vshrq_n_u16(is_mag, 15));
+        negs = vaddvq_u16(negative);
+        c[0] += negs;
+        c[1] += zeros;
+        c[2] += mags - negs;
+        c[3] += 8 - zeros - mags;
+    }
+    for (int k = 0; k < 4; k++)
+        counts[k] += c[k];
+    bcpm_quant_kernels_scalar.stored_codes_bf16(x + i, n - i, magnitude, out + i, counts);
+}
+
+static uint64_t neon_count_nonfinite_bf16(const uint16_t *x, size_t n)
+{
+    const uint16x8_t exponent = vdupq_n_u16(0x7f80);
+    uint64_t count = 0;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint16x8_t v = vandq_u16(vld1q_u16(x + i), exponent);
+        count += vaddvq_u16(vshrq_n_u16(vceqq_u16(v, exponent), 15));
+    }
+    return count + bcpm_quant_kernels_scalar.count_nonfinite_bf16(x + i, n - i);
+}
+
+static void neon_stats_bf16(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
+{
+    float64x2_t sum[8], sq[8];
+    float32x4_t vmin = vdupq_n_f32(INFINITY), vmax = vdupq_n_f32(-INFINITY);
+    double lanes[BCPM_SUM_LANES], squares[BCPM_SUM_LANES];
+    uint64_t nan = 0, inf = 0, zeros = 0;
+    size_t i = 0;
+
+    clear_acc(sum);
+    clear_acc(sq);
+    for (; i + 16 <= n; i += 16) {
+        for (int k = 0; k < 4; k++) {
+            uint32x4_t raw = vmovl_u16(vld1_u16(x + i + 4 * k));
+            uint32x4_t key = vandq_u32(raw, vdupq_n_u32(0x7fff));
+            uint32x4_t nonfinite = vceqq_u32(vandq_u32(key, vdupq_n_u32(0x7f80)), vdupq_n_u32(0x7f80));
+            uint32x4_t is_nan = vandq_u32(nonfinite, vtstq_u32(key, vdupq_n_u32(0x7f)));
+            uint32x4_t is_zero = vceqzq_u32(key);
+            /* Finite values with -0 made +0; NaN and Inf lanes become +0 for the sums. */
+            uint32x4_t drop = vorrq_u32(nonfinite, is_zero);
+            float32x4_t v = vreinterpretq_f32_u32(vbicq_u32(vshlq_n_u32(raw, 16), drop));
+            float64x2_t lo = vcvt_f64_f32(vget_low_f32(v)), hi = vcvt_high_f64_f32(v);
+
+            vmin = vbslq_f32(nonfinite, vmin, vminq_f32(vmin, v));
+            vmax = vbslq_f32(nonfinite, vmax, vmaxq_f32(vmax, v));
+            sum[2 * k] = vaddq_f64(sum[2 * k], lo);
+            sum[2 * k + 1] = vaddq_f64(sum[2 * k + 1], hi);
+            sq[2 * k] = vaddq_f64(sq[2 * k], vmulq_f64(lo, lo));
+            sq[2 * k + 1] = vaddq_f64(sq[2 * k + 1], vmulq_f64(hi, hi));
+            nan += vaddvq_u32(vshrq_n_u32(is_nan, 31));
+            inf += vaddvq_u32(vshrq_n_u32(vbicq_u32(nonfinite, is_nan), 31));
+            zeros += vaddvq_u32(vshrq_n_u32(is_zero, 31));
+        }
+    }
+    out->nan = nan;
+    out->inf = inf;
+    out->zeros = zeros;
+    out->min = vminvq_f32(vmin);
+    out->max = vmaxvq_f32(vmax);
+    store_lanes(lanes, sum);
+    store_lanes(squares, sq);
+    bcpm_quant_stats_finish(x, i, n, out, lanes, squares);
+}
+
 static void neon_bf16_to_f32(const uint16_t *x, size_t n, float *out)
 {
     size_t i = 0;
@@ -137,44 +229,39 @@ static void neon_bf16_to_f32(const uint16_t *x, size_t n, float *out)
         out[i] = bcpm_bf16_to_f32(x[i]);
 }
 
-static void neon_codes(const float *w, size_t n, float s, int8_t *out, int to_bf16)
+/* Codes of 4 floats against +-t into out[0..3]. */
+static void neon_store_codes(float32x4_t w, float t, int8_t *out)
 {
-    const float32x4_t vs = vdupq_n_f32(s);
+    /* A true comparison is all ones (-1 as an integer), so lt - gt is the code. */
+    int32x4_t codes = vsubq_s32(vreinterpretq_s32_u32(vcltq_f32(w, vdupq_n_f32(-t))),
+                                vreinterpretq_s32_u32(vcgtq_f32(w, vdupq_n_f32(t))));
+
+    out[0] = (int8_t)vgetq_lane_s32(codes, 0);
+    out[1] = (int8_t)vgetq_lane_s32(codes, 1);
+    out[2] = (int8_t)vgetq_lane_s32(codes, 2);
+    out[3] = (int8_t)vgetq_lane_s32(codes, 3);
+}
+
+static void neon_codes_threshold(const float *w, size_t n, float t, int8_t *out)
+{
+    size_t i = 0;
+
+    for (; i + 4 <= n; i += 4)
+        neon_store_codes(vld1q_f32(w + i), t, out + i);
+    bcpm_quant_kernels_scalar.codes_threshold(w + i, n - i, t, out + i);
+}
+
+static void neon_codes_threshold2_bf16(const uint16_t *x, size_t n, float t0, float t1,
+                                       int8_t *out0, int8_t *out1)
+{
     size_t i = 0;
 
     for (; i + 4 <= n; i += 4) {
-        float32x4_t q = vdivq_f32(vld1q_f32(w + i), vs);
-        int32x4_t codes;
-
-        if (to_bf16) {
-            uint32x4_t bits = vreinterpretq_u32_f32(q);
-            uint32x4_t lsb = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
-            uint32x4_t r = vaddq_u32(bits, vaddq_u32(vdupq_n_u32(0x7fff), lsb));
-            float32x4_t rounded = vreinterpretq_f32_u32(vandq_u32(r, vdupq_n_u32(0xffff0000u)));
-            q = vbslq_f32(vceqq_f32(q, q), rounded, q);
-        }
-        /* A true comparison is all ones (-1 as an integer). */
-        codes = vsubq_s32(vreinterpretq_s32_u32(vcltq_f32(q, vdupq_n_f32(-0.5f))),
-                          vreinterpretq_s32_u32(vcgtq_f32(q, vdupq_n_f32(0.5f))));
-        out[i] = (int8_t)vgetq_lane_s32(codes, 0);
-        out[i + 1] = (int8_t)vgetq_lane_s32(codes, 1);
-        out[i + 2] = (int8_t)vgetq_lane_s32(codes, 2);
-        out[i + 3] = (int8_t)vgetq_lane_s32(codes, 3);
+        float32x4_t w = vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(x + i), 16));
+        neon_store_codes(w, t0, out0 + i);
+        neon_store_codes(w, t1, out1 + i);
     }
-    if (to_bf16)
-        bcpm_quant_kernels_scalar.codes_bf16(w + i, n - i, s, out + i);
-    else
-        bcpm_quant_kernels_scalar.codes_f32(w + i, n - i, s, out + i);
-}
-
-static void neon_codes_f32(const float *w, size_t n, float s, int8_t *out)
-{
-    neon_codes(w, n, s, out, 0);
-}
-
-static void neon_codes_bf16(const float *w, size_t n, float s, int8_t *out)
-{
-    neon_codes(w, n, s, out, 1);
+    bcpm_quant_kernels_scalar.codes_threshold2_bf16(x + i, n - i, t0, t1, out0 + i, out1 + i);
 }
 
 static const struct bcpm_quant_kernels neon_table = {
@@ -183,9 +270,12 @@ static const struct bcpm_quant_kernels neon_table = {
     .abs_sum_f16 = neon_abs_sum_f16,
     .abs_sum_f32 = neon_abs_sum_f32,
     .ternary_run_bf16 = neon_ternary_run_bf16,
+    .stored_codes_bf16 = neon_stored_codes_bf16,
+    .count_nonfinite_bf16 = neon_count_nonfinite_bf16,
+    .stats_bf16 = neon_stats_bf16,
     .bf16_to_f32 = neon_bf16_to_f32,
-    .codes_f32 = neon_codes_f32,
-    .codes_bf16 = neon_codes_bf16,
+    .codes_threshold = neon_codes_threshold,
+    .codes_threshold2_bf16 = neon_codes_threshold2_bf16,
 };
 
 const struct bcpm_quant_kernels *bcpm_quant_kernels_neon(void)

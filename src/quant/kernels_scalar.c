@@ -4,6 +4,7 @@
  */
 #include "quant/simd.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,31 +70,117 @@ static size_t ternary_run_bf16(const uint16_t *x, size_t n, uint16_t magnitude,
     return i;
 }
 
+static void stored_codes_bf16(const uint16_t *x, size_t n, uint16_t magnitude, int8_t *out,
+                              uint64_t counts[4])
+{
+    uint64_t c[4] = {0, 0, 0, 0};
+
+    for (size_t i = 0; i < n; i++) {
+        uint16_t key = (uint16_t)(x[i] & 0x7fffu);
+        int8_t code;
+
+        if (key == 0)
+            code = 0;
+        else if (key != magnitude)
+            code = BCPM_STORED_OTHER;
+        else
+            code = (x[i] >> 15) ? -1 : 1;
+        out[i] = code;
+        c[code == BCPM_STORED_OTHER ? 3 : code + 1]++;
+    }
+    for (int k = 0; k < 4; k++)
+        counts[k] += c[k];
+}
+
+static uint64_t count_nonfinite_bf16(const uint16_t *x, size_t n)
+{
+    uint64_t count = 0;
+
+    for (size_t i = 0; i < n; i++)
+        count += (x[i] & 0x7f80u) == 0x7f80u;
+    return count;
+}
+
+/* Add element x (index i of its run) to the statistics and the canonical lanes. */
+static void stats_add_bf16(uint16_t x, size_t i, struct bcpm_stats_block *out,
+                           double sum[BCPM_SUM_LANES], double squares[BCPM_SUM_LANES])
+{
+    uint16_t key = (uint16_t)(x & 0x7fffu);
+    float v;
+
+    if ((key & 0x7f80u) == 0x7f80u) {
+        if (key & 0x7fu)
+            out->nan++;
+        else
+            out->inf++;
+        return;
+    }
+    if (key == 0) {
+        out->zeros++;
+        x = 0;
+    }
+    v = bcpm_bf16_to_f32(x);
+    if (v < out->min)
+        out->min = v;
+    if (v > out->max)
+        out->max = v;
+    sum[i % BCPM_SUM_LANES] += (double)v;
+    squares[i % BCPM_SUM_LANES] += (double)v * (double)v;
+}
+
+static void stats_bf16(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
+{
+    double sum[BCPM_SUM_LANES] = {0}, squares[BCPM_SUM_LANES] = {0};
+
+    memset(out, 0, sizeof(*out));
+    out->min = INFINITY;
+    out->max = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        stats_add_bf16(x[i], i, out, sum, squares);
+    out->sum = reduce_lanes(sum);
+    out->sum_squares = reduce_lanes(squares);
+}
+
+/* Finish a SIMD stats run: the tail in the scalar way, then the reductions. */
+void bcpm_quant_stats_finish(const uint16_t *x, size_t from, size_t n,
+                             struct bcpm_stats_block *out, double sum[BCPM_SUM_LANES],
+                             double squares[BCPM_SUM_LANES])
+{
+    for (size_t i = from; i < n; i++)
+        stats_add_bf16(x[i], i, out, sum, squares);
+    out->sum = reduce_lanes(sum);
+    out->sum_squares = reduce_lanes(squares);
+}
+
 static void bf16_to_f32(const uint16_t *x, size_t n, float *out)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = bcpm_bf16_to_f32(x[i]);
 }
 
-static int8_t code_of(float q)
+static int8_t code_of(float w, float t)
 {
-    if (q > 0.5f)
+    if (w > t)
         return 1;
-    if (q < -0.5f)
+    if (w < -t)
         return -1;
     return 0;
 }
 
-static void codes_f32(const float *w, size_t n, float s, int8_t *out)
+static void codes_threshold(const float *w, size_t n, float t, int8_t *out)
 {
     for (size_t i = 0; i < n; i++)
-        out[i] = code_of(w[i] / s);
+        out[i] = code_of(w[i], t);
 }
 
-static void codes_bf16(const float *w, size_t n, float s, int8_t *out)
+static void codes_threshold2_bf16(const uint16_t *x, size_t n, float t0, float t1, int8_t *out0,
+                                  int8_t *out1)
 {
-    for (size_t i = 0; i < n; i++)
-        out[i] = code_of(bcpm_bf16_to_f32(bcpm_f32_to_bf16(w[i] / s)));
+    for (size_t i = 0; i < n; i++) {
+        float w = bcpm_bf16_to_f32(x[i]);
+        out0[i] = code_of(w, t0);
+        out1[i] = code_of(w, t1);
+    }
 }
 
 const struct bcpm_quant_kernels bcpm_quant_kernels_scalar = {
@@ -102,9 +189,12 @@ const struct bcpm_quant_kernels bcpm_quant_kernels_scalar = {
     .abs_sum_f16 = abs_sum_f16,
     .abs_sum_f32 = abs_sum_f32,
     .ternary_run_bf16 = ternary_run_bf16,
+    .stored_codes_bf16 = stored_codes_bf16,
+    .count_nonfinite_bf16 = count_nonfinite_bf16,
+    .stats_bf16 = stats_bf16,
     .bf16_to_f32 = bf16_to_f32,
-    .codes_f32 = codes_f32,
-    .codes_bf16 = codes_bf16,
+    .codes_threshold = codes_threshold,
+    .codes_threshold2_bf16 = codes_threshold2_bf16,
 };
 
 /* ---- choosing a table ---- */

@@ -2,12 +2,13 @@
  * AVX2 and AVX-512 kernels for x86-64; see simd.h for what each computes.
  *
  * Functions carry target attributes so the rest of the build stays generic;
- * a table is offered only when __builtin_cpu_supports says the CPU has the
- * instruction set. Compilers without both features (or other targets) get
+ * a table is offered only when __builtin_cpu_supports reports that the CPU
+ * has the instruction set. Compilers without both features (or other targets) get
  * tables that are always NULL, and the scalar kernels run instead.
  */
 #include "quant/simd.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "tensor/dtype.h"
@@ -136,6 +137,129 @@ AVX2 static size_t avx2_ternary_run_bf16(const uint16_t *x, size_t n, uint16_t m
                                                           negatives);
 }
 
+AVX2 static void avx2_stored_codes_bf16(const uint16_t *x, size_t n, uint16_t magnitude,
+                                        int8_t *out, uint64_t counts[4])
+{
+    const __m256i mask = _mm256_set1_epi16(0x7fff);
+    const __m256i mag = _mm256_set1_epi16((short)magnitude);
+    const __m256i other = _mm256_set1_epi16(BCPM_STORED_OTHER);
+    const __m256i one = _mm256_set1_epi16(1);
+    uint64_t c[4] = {0, 0, 0, 0};
+    size_t i = 0;
+
+    for (; i + 16 <= n; i += 16) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i key = _mm256_and_si256(v, mask);
+        __m256i is_zero = _mm256_cmpeq_epi16(key, _mm256_setzero_si256());
+        /* With magnitude 0 (a group of zeros) a zero is a zero, not +-magnitude. */
+        __m256i is_mag = _mm256_andnot_si256(is_zero, _mm256_cmpeq_epi16(key, mag));
+        __m256i negative = _mm256_srai_epi16(v, 15);
+        /* -1 | 1 is -1 and 0 | 1 is 1: the sign as a code. */
+        __m256i code = _mm256_blendv_epi8(other, _mm256_or_si256(negative, one), is_mag);
+        __m256i packed;
+        unsigned zeros, mags, negs;
+
+        code = _mm256_andnot_si256(is_zero, code);
+        /* packs works per 128-bit half; the permute puts codes 0-15 in the low half. */
+        packed = _mm256_permute4x64_epi64(_mm256_packs_epi16(code, code), 0x08);
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_castsi256_si128(packed));
+
+        zeros = (unsigned)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(is_zero)) / 2;
+        mags = (unsigned)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(is_mag)) / 2;
+        negs = (unsigned)_mm_popcnt_u32(
+                   (unsigned)_mm256_movemask_epi8(_mm256_and_si256(is_mag, negative))) / 2;
+        c[0] += negs;
+        c[1] += zeros;
+        c[2] += mags - negs;
+        c[3] += 16 - zeros - mags;
+    }
+    for (int k = 0; k < 4; k++)
+        counts[k] += c[k];
+    bcpm_quant_kernels_scalar.stored_codes_bf16(x + i, n - i, magnitude, out + i, counts);
+}
+
+AVX2 static uint64_t avx2_count_nonfinite_bf16(const uint16_t *x, size_t n)
+{
+    const __m256i exponent = _mm256_set1_epi16(0x7f80);
+    uint64_t count = 0;
+    size_t i = 0;
+
+    for (; i + 16 <= n; i += 16) {
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), exponent);
+        count += (uint64_t)_mm_popcnt_u32(
+                     (unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi16(v, exponent))) / 2;
+    }
+    return count + bcpm_quant_kernels_scalar.count_nonfinite_bf16(x + i, n - i);
+}
+
+AVX2 static void avx2_stats_bf16(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
+{
+    __m256d sum[4], sq[4];
+    __m256 vmin = _mm256_set1_ps(INFINITY), vmax = _mm256_set1_ps(-INFINITY);
+    const __m256i mask = _mm256_set1_epi32(0x7fff), exponent = _mm256_set1_epi32(0x7f80);
+    const __m256i mantissa = _mm256_set1_epi32(0x7f), zero = _mm256_setzero_si256();
+    double lanes[BCPM_SUM_LANES], squares[BCPM_SUM_LANES];
+    uint64_t nan = 0, inf = 0, zeros = 0;
+    size_t i = 0;
+
+    for (int r = 0; r < 4; r++) {
+        sum[r] = _mm256_setzero_pd();
+        sq[r] = _mm256_setzero_pd();
+    }
+    for (; i + 16 <= n; i += 16) {
+        for (int h = 0; h < 2; h++) {
+            __m256i raw = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i + 8 * h)));
+            __m256i key = _mm256_and_si256(raw, mask);
+            __m256i nonfinite = _mm256_cmpeq_epi32(_mm256_and_si256(key, exponent), exponent);
+            __m256i has_mantissa = _mm256_xor_si256(
+                _mm256_cmpeq_epi32(_mm256_and_si256(key, mantissa), zero), _mm256_set1_epi32(-1));
+            __m256i is_nan = _mm256_and_si256(nonfinite, has_mantissa);
+            __m256i is_zero = _mm256_cmpeq_epi32(key, zero);
+            /* Finite values with -0 made +0; NaN and Inf lanes become +0 for the sums. */
+            __m256i drop = _mm256_or_si256(nonfinite, is_zero);
+            __m256 v = _mm256_castsi256_ps(_mm256_andnot_si256(drop, _mm256_slli_epi32(raw, 16)));
+            /* NaN and Inf lanes must not move min and max: use the running values there. */
+            __m256 for_min = _mm256_blendv_ps(v, vmin, _mm256_castsi256_ps(nonfinite));
+            __m256 for_max = _mm256_blendv_ps(v, vmax, _mm256_castsi256_ps(nonfinite));
+            __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+            __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+
+            vmin = _mm256_min_ps(vmin, for_min);
+            vmax = _mm256_max_ps(vmax, for_max);
+            sum[2 * h] = _mm256_add_pd(sum[2 * h], lo);
+            sum[2 * h + 1] = _mm256_add_pd(sum[2 * h + 1], hi);
+            sq[2 * h] = _mm256_add_pd(sq[2 * h], _mm256_mul_pd(lo, lo));
+            sq[2 * h + 1] = _mm256_add_pd(sq[2 * h + 1], _mm256_mul_pd(hi, hi));
+            nan += (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(is_nan)));
+            inf += (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(
+                       _mm256_castsi256_ps(_mm256_andnot_si256(is_nan, nonfinite))));
+            zeros += (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(is_zero)));
+        }
+    }
+    memset(out, 0, sizeof(*out));
+    out->nan = nan;
+    out->inf = inf;
+    out->zeros = zeros;
+    {
+        float m[8], M[8];
+        _mm256_storeu_ps(m, vmin);
+        _mm256_storeu_ps(M, vmax);
+        out->min = INFINITY;
+        out->max = -INFINITY;
+        for (int j = 0; j < 8; j++) {
+            if (m[j] < out->min)
+                out->min = m[j];
+            if (M[j] > out->max)
+                out->max = M[j];
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        _mm256_storeu_pd(lanes + 4 * r, sum[r]);
+        _mm256_storeu_pd(squares + 4 * r, sq[r]);
+    }
+    bcpm_quant_stats_finish(x, i, n, out, lanes, squares);
+}
+
 AVX2 static void avx2_bf16_to_f32(const uint16_t *x, size_t n, float *out)
 {
     size_t i = 0;
@@ -148,58 +272,48 @@ AVX2 static void avx2_bf16_to_f32(const uint16_t *x, size_t n, float *out)
         out[i] = bcpm_bf16_to_f32(x[i]);
 }
 
-/* Round 8 floats to bf16 (nearest even) and back; NaN lanes pass unchanged. */
-AVX2 static __m256 avx2_round_bf16(__m256 q)
+/* Codes of 8 floats against +-t, packed to 8 bytes at out. */
+AVX2 static void avx2_store_codes(__m256 w, __m256 t, __m256 minus_t, int8_t *out)
 {
-    __m256i bits = _mm256_castps_si256(q);
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-    __m256i r = _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
-    __m256 rounded = _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
-    return _mm256_blendv_ps(q, rounded, _mm256_cmp_ps(q, q, _CMP_ORD_Q));
+    /* A true comparison is all ones (-1), so lt - gt is the code. */
+    __m256i gt = _mm256_castps_si256(_mm256_cmp_ps(w, t, _CMP_GT_OQ));
+    __m256i lt = _mm256_castps_si256(_mm256_cmp_ps(w, minus_t, _CMP_LT_OQ));
+    __m256i codes = _mm256_sub_epi32(lt, gt);
+    /* Saturating packs work within 128-bit halves: codes 0-3 end up in the low
+       half's first 4 bytes, codes 4-7 in the high half's. */
+    __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(codes, codes),
+                                        _mm256_packs_epi32(codes, codes));
+    int32_t low = _mm_cvtsi128_si32(_mm256_castsi256_si128(packed));
+    int32_t high = _mm_cvtsi128_si32(_mm256_extracti128_si256(packed, 1));
+
+    memcpy(out, &low, 4);
+    memcpy(out + 4, &high, 4);
 }
 
-AVX2 static void avx2_codes(const float *w, size_t n, float s, int8_t *out, int to_bf16)
+AVX2 static void avx2_codes_threshold(const float *w, size_t n, float t, int8_t *out)
 {
-    const __m256 vs = _mm256_set1_ps(s);
-    const __m256 half = _mm256_set1_ps(0.5f);
-    const __m256 minus_half = _mm256_set1_ps(-0.5f);
+    const __m256 vt = _mm256_set1_ps(t), minus_t = _mm256_set1_ps(-t);
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8)
+        avx2_store_codes(_mm256_loadu_ps(w + i), vt, minus_t, out + i);
+    bcpm_quant_kernels_scalar.codes_threshold(w + i, n - i, t, out + i);
+}
+
+AVX2 static void avx2_codes_threshold2_bf16(const uint16_t *x, size_t n, float t0, float t1,
+                                            int8_t *out0, int8_t *out1)
+{
+    const __m256 v0 = _mm256_set1_ps(t0), minus0 = _mm256_set1_ps(-t0);
+    const __m256 v1 = _mm256_set1_ps(t1), minus1 = _mm256_set1_ps(-t1);
     size_t i = 0;
 
     for (; i + 8 <= n; i += 8) {
-        __m256 q = _mm256_div_ps(_mm256_loadu_ps(w + i), vs);
-        __m256i gt, lt, codes, packed;
-        int32_t low, high;
-
-        if (to_bf16)
-            q = avx2_round_bf16(q);
-        /* A true comparison is all ones (-1), so lt - gt is the code. */
-        gt = _mm256_castps_si256(_mm256_cmp_ps(q, half, _CMP_GT_OQ));
-        lt = _mm256_castps_si256(_mm256_cmp_ps(q, minus_half, _CMP_LT_OQ));
-        codes = _mm256_sub_epi32(lt, gt);
-
-        /* Saturating packs work within 128-bit halves: codes 0-3 end up in the
-           low half's first 4 bytes, codes 4-7 in the high half's. */
-        packed = _mm256_packs_epi16(_mm256_packs_epi32(codes, codes),
-                                    _mm256_packs_epi32(codes, codes));
-        low = _mm_cvtsi128_si32(_mm256_castsi256_si128(packed));
-        high = _mm_cvtsi128_si32(_mm256_extracti128_si256(packed, 1));
-        memcpy(out + i, &low, 4);
-        memcpy(out + i + 4, &high, 4);
+        __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i)));
+        __m256 w = _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+        avx2_store_codes(w, v0, minus0, out0 + i);
+        avx2_store_codes(w, v1, minus1, out1 + i);
     }
-    if (to_bf16)
-        bcpm_quant_kernels_scalar.codes_bf16(w + i, n - i, s, out + i);
-    else
-        bcpm_quant_kernels_scalar.codes_f32(w + i, n - i, s, out + i);
-}
-
-AVX2 static void avx2_codes_f32(const float *w, size_t n, float s, int8_t *out)
-{
-    avx2_codes(w, n, s, out, 0);
-}
-
-AVX2 static void avx2_codes_bf16(const float *w, size_t n, float s, int8_t *out)
-{
-    avx2_codes(w, n, s, out, 1);
+    bcpm_quant_kernels_scalar.codes_threshold2_bf16(x + i, n - i, t0, t1, out0 + i, out1 + i);
 }
 
 static const struct bcpm_quant_kernels avx2_table = {
@@ -208,9 +322,12 @@ static const struct bcpm_quant_kernels avx2_table = {
     .abs_sum_f16 = avx2_abs_sum_f16,
     .abs_sum_f32 = avx2_abs_sum_f32,
     .ternary_run_bf16 = avx2_ternary_run_bf16,
+    .stored_codes_bf16 = avx2_stored_codes_bf16,
+    .count_nonfinite_bf16 = avx2_count_nonfinite_bf16,
+    .stats_bf16 = avx2_stats_bf16,
     .bf16_to_f32 = avx2_bf16_to_f32,
-    .codes_f32 = avx2_codes_f32,
-    .codes_bf16 = avx2_codes_bf16,
+    .codes_threshold = avx2_codes_threshold,
+    .codes_threshold2_bf16 = avx2_codes_threshold2_bf16,
 };
 
 /* ---- AVX-512 ---- */
@@ -305,6 +422,102 @@ AVX512 static size_t avx512_ternary_run_bf16(const uint16_t *x, size_t n, uint16
                                                           negatives);
 }
 
+AVX512 static void avx512_stored_codes_bf16(const uint16_t *x, size_t n, uint16_t magnitude,
+                                            int8_t *out, uint64_t counts[4])
+{
+    const __m512i mask = _mm512_set1_epi16(0x7fff);
+    const __m512i mag = _mm512_set1_epi16((short)magnitude);
+    const __m512i zero = _mm512_setzero_si512();
+    uint64_t c[4] = {0, 0, 0, 0};
+    size_t i = 0;
+
+    for (; i + 32 <= n; i += 32) {
+        __m512i v = _mm512_loadu_si512((const void *)(x + i));
+        __m512i key = _mm512_and_si512(v, mask);
+        __mmask32 is_zero = _mm512_cmpeq_epi16_mask(key, zero);
+        /* With magnitude 0 (a group of zeros) a zero is a zero, not +-magnitude. */
+        __mmask32 is_mag = _mm512_cmpeq_epi16_mask(key, mag) & ~is_zero;
+        __mmask32 negative = _mm512_cmplt_epi16_mask(v, zero);
+        __m256i code = _mm256_set1_epi8(BCPM_STORED_OTHER);
+        unsigned zeros, mags, negs;
+
+        code = _mm256_mask_blend_epi8(is_zero, code, _mm256_setzero_si256());
+        code = _mm256_mask_blend_epi8(is_mag & ~negative, code, _mm256_set1_epi8(1));
+        code = _mm256_mask_blend_epi8(is_mag & negative, code, _mm256_set1_epi8(-1));
+        _mm256_storeu_si256((__m256i *)(out + i), code);
+
+        zeros = (unsigned)_mm_popcnt_u32((uint32_t)is_zero);
+        mags = (unsigned)_mm_popcnt_u32((uint32_t)is_mag);
+        negs = (unsigned)_mm_popcnt_u32((uint32_t)(is_mag & negative));
+        c[0] += negs;
+        c[1] += zeros;
+        c[2] += mags - negs;
+        c[3] += 32 - zeros - mags;
+    }
+    for (int k = 0; k < 4; k++)
+        counts[k] += c[k];
+    bcpm_quant_kernels_scalar.stored_codes_bf16(x + i, n - i, magnitude, out + i, counts);
+}
+
+AVX512 static uint64_t avx512_count_nonfinite_bf16(const uint16_t *x, size_t n)
+{
+    const __m512i exponent = _mm512_set1_epi16(0x7f80);
+    uint64_t count = 0;
+    size_t i = 0;
+
+    for (; i + 32 <= n; i += 32) {
+        __m512i v = _mm512_and_si512(_mm512_loadu_si512((const void *)(x + i)), exponent);
+        count += (uint64_t)_mm_popcnt_u32(_mm512_cmpeq_epi16_mask(v, exponent));
+    }
+    return count + bcpm_quant_kernels_scalar.count_nonfinite_bf16(x + i, n - i);
+}
+
+AVX512 static void avx512_stats_bf16(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
+{
+    __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
+    __m512d sq_lo = _mm512_setzero_pd(), sq_hi = _mm512_setzero_pd();
+    __m512 vmin = _mm512_set1_ps(INFINITY), vmax = _mm512_set1_ps(-INFINITY);
+    const __m512i mask = _mm512_set1_epi32(0x7fff), exponent = _mm512_set1_epi32(0x7f80);
+    const __m512i mantissa = _mm512_set1_epi32(0x7f);
+    double sum[BCPM_SUM_LANES], squares[BCPM_SUM_LANES];
+    uint64_t nan = 0, inf = 0, zeros = 0;
+    size_t i = 0;
+
+    for (; i + 16 <= n; i += 16) {
+        __m512i raw = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(x + i)));
+        __m512i key = _mm512_and_si512(raw, mask);
+        __mmask16 nonfinite = _mm512_cmpeq_epi32_mask(_mm512_and_si512(key, exponent), exponent);
+        __mmask16 is_nan = nonfinite & _mm512_test_epi32_mask(key, mantissa);
+        __mmask16 is_zero = _mm512_cmpeq_epi32_mask(key, _mm512_setzero_si512());
+        /* Finite values with -0 made +0; NaN and Inf lanes become +0 for the sums. */
+        __mmask16 keep = (__mmask16)(~nonfinite & ~is_zero);
+        __m512 v = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(keep, raw, 16));
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+
+        vmin = _mm512_mask_min_ps(vmin, (__mmask16)~nonfinite, vmin, v);
+        vmax = _mm512_mask_max_ps(vmax, (__mmask16)~nonfinite, vmax, v);
+        sum_lo = _mm512_add_pd(sum_lo, lo);
+        sum_hi = _mm512_add_pd(sum_hi, hi);
+        sq_lo = _mm512_add_pd(sq_lo, _mm512_mul_pd(lo, lo));
+        sq_hi = _mm512_add_pd(sq_hi, _mm512_mul_pd(hi, hi));
+        nan += (uint64_t)_mm_popcnt_u32(is_nan);
+        inf += (uint64_t)_mm_popcnt_u32((unsigned)(nonfinite & ~is_nan));
+        zeros += (uint64_t)_mm_popcnt_u32(is_zero);
+    }
+    memset(out, 0, sizeof(*out));
+    out->nan = nan;
+    out->inf = inf;
+    out->zeros = zeros;
+    out->min = _mm512_reduce_min_ps(vmin);
+    out->max = _mm512_reduce_max_ps(vmax);
+    _mm512_storeu_pd(sum, sum_lo);
+    _mm512_storeu_pd(sum + 8, sum_hi);
+    _mm512_storeu_pd(squares, sq_lo);
+    _mm512_storeu_pd(squares + 8, sq_hi);
+    bcpm_quant_stats_finish(x, i, n, out, sum, squares);
+}
+
 AVX512 static void avx512_bf16_to_f32(const uint16_t *x, size_t n, float *out)
 {
     size_t i = 0;
@@ -317,49 +530,40 @@ AVX512 static void avx512_bf16_to_f32(const uint16_t *x, size_t n, float *out)
         out[i] = bcpm_bf16_to_f32(x[i]);
 }
 
-AVX512 static void avx512_codes(const float *w, size_t n, float s, int8_t *out, int to_bf16)
+/* Codes of 16 floats against +-t as 16 bytes. */
+AVX512 static __m128i avx512_codes16(__m512 w, __m512 t, __m512 minus_t)
 {
-    const __m512 vs = _mm512_set1_ps(s);
-    const __m512 half = _mm512_set1_ps(0.5f);
-    const __m512 minus_half = _mm512_set1_ps(-0.5f);
-    const __m512i one = _mm512_set1_epi32(1);
-    const __m512i minus_one = _mm512_set1_epi32(-1);
+    __mmask16 gt = _mm512_cmp_ps_mask(w, t, _CMP_GT_OQ);
+    __mmask16 lt = _mm512_cmp_ps_mask(w, minus_t, _CMP_LT_OQ);
+    __m128i codes = _mm_mask_blend_epi8(gt, _mm_setzero_si128(), _mm_set1_epi8(1));
+
+    return _mm_mask_blend_epi8(lt, codes, _mm_set1_epi8(-1));
+}
+
+AVX512 static void avx512_codes_threshold(const float *w, size_t n, float t, int8_t *out)
+{
+    const __m512 vt = _mm512_set1_ps(t), minus_t = _mm512_set1_ps(-t);
+    size_t i = 0;
+
+    for (; i + 16 <= n; i += 16)
+        _mm_storeu_si128((__m128i *)(out + i), avx512_codes16(_mm512_loadu_ps(w + i), vt, minus_t));
+    bcpm_quant_kernels_scalar.codes_threshold(w + i, n - i, t, out + i);
+}
+
+AVX512 static void avx512_codes_threshold2_bf16(const uint16_t *x, size_t n, float t0, float t1,
+                                                int8_t *out0, int8_t *out1)
+{
+    const __m512 v0 = _mm512_set1_ps(t0), minus0 = _mm512_set1_ps(-t0);
+    const __m512 v1 = _mm512_set1_ps(t1), minus1 = _mm512_set1_ps(-t1);
     size_t i = 0;
 
     for (; i + 16 <= n; i += 16) {
-        __m512 q = _mm512_div_ps(_mm512_loadu_ps(w + i), vs);
-        __mmask16 gt, lt;
-        __m512i codes;
-
-        if (to_bf16) {
-            /* Round to bf16, nearest even, leaving NaN lanes as they are. */
-            __m512i bits = _mm512_castps_si512(q);
-            __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
-            __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
-            __m512 rounded = _mm512_castsi512_ps(
-                _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
-            q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(q, q, _CMP_ORD_Q), q, rounded);
-        }
-        gt = _mm512_cmp_ps_mask(q, half, _CMP_GT_OQ);
-        lt = _mm512_cmp_ps_mask(q, minus_half, _CMP_LT_OQ);
-        codes = _mm512_mask_blend_epi32(gt, _mm512_setzero_si512(), one);
-        codes = _mm512_mask_blend_epi32(lt, codes, minus_one);
-        _mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(codes));
+        __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(x + i)));
+        __m512 w = _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+        _mm_storeu_si128((__m128i *)(out0 + i), avx512_codes16(w, v0, minus0));
+        _mm_storeu_si128((__m128i *)(out1 + i), avx512_codes16(w, v1, minus1));
     }
-    if (to_bf16)
-        bcpm_quant_kernels_scalar.codes_bf16(w + i, n - i, s, out + i);
-    else
-        bcpm_quant_kernels_scalar.codes_f32(w + i, n - i, s, out + i);
-}
-
-AVX512 static void avx512_codes_f32(const float *w, size_t n, float s, int8_t *out)
-{
-    avx512_codes(w, n, s, out, 0);
-}
-
-AVX512 static void avx512_codes_bf16(const float *w, size_t n, float s, int8_t *out)
-{
-    avx512_codes(w, n, s, out, 1);
+    bcpm_quant_kernels_scalar.codes_threshold2_bf16(x + i, n - i, t0, t1, out0 + i, out1 + i);
 }
 
 static const struct bcpm_quant_kernels avx512_table = {
@@ -368,9 +572,12 @@ static const struct bcpm_quant_kernels avx512_table = {
     .abs_sum_f16 = avx512_abs_sum_f16,
     .abs_sum_f32 = avx512_abs_sum_f32,
     .ternary_run_bf16 = avx512_ternary_run_bf16,
+    .stored_codes_bf16 = avx512_stored_codes_bf16,
+    .count_nonfinite_bf16 = avx512_count_nonfinite_bf16,
+    .stats_bf16 = avx512_stats_bf16,
     .bf16_to_f32 = avx512_bf16_to_f32,
-    .codes_f32 = avx512_codes_f32,
-    .codes_bf16 = avx512_codes_bf16,
+    .codes_threshold = avx512_codes_threshold,
+    .codes_threshold2_bf16 = avx512_codes_threshold2_bf16,
 };
 
 const struct bcpm_quant_kernels *bcpm_quant_kernels_avx2(void)

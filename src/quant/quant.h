@@ -22,7 +22,11 @@
 /* Distinct nonzero magnitudes tracked per group before it counts as "many". */
 #define BCPM_TERNARY_MAX_MAGNITUDES 8
 
-/* Per group: what the values show. */
+/*
+ * Per group: what the values show. Once a group shows more than
+ * BCPM_TERNARY_MAX_MAGNITUDES magnitudes, only NaN and Inf are counted past
+ * that element: codes and last columns cover the elements before it.
+ */
 struct bcpm_ternary_group {
     float scale;             /* the magnitude s if the group is ternary, else the most frequent one */
     uint32_t magnitudes;     /* distinct nonzero magnitudes, capped at BCPM_TERNARY_MAX_MAGNITUDES + 1 */
@@ -54,8 +58,8 @@ struct bcpm_value_stats {
 };
 
 /*
- * How a kernel runs. A zeroed struct (or NULL) means: the thread count set by
- * bcpm_quant_set_threads, keep per-group results, release nothing.
+ * Run options of a kernel. A zeroed struct (or NULL) selects the thread count
+ * set by bcpm_quant_set_threads, keeps per-group results and releases nothing.
  */
 struct bcpm_quant_options {
     int threads;                   /* 0: the process default */

@@ -13,8 +13,6 @@
 
 #include "quant/rows.h"
 
-/* A stored value that is neither zero nor the group's main magnitude. */
-#define STORED_OTHER 2
 
 enum { F32 = BCPM_COMPUTE_FLOAT32, HALF = BCPM_COMPUTE_HALF };
 
@@ -69,7 +67,9 @@ static uint32_t float_to_key(enum bcpm_dtype dtype, float value)
 /* All exponent bits of dtype: a magnitude with all of them set is Inf or NaN. */
 static uint32_t exponent_mask(enum bcpm_dtype dtype)
 {
-    return dtype == BCPM_DTYPE_F32 ? 0x7f800000u : dtype == BCPM_DTYPE_F16 ? 0x7c00u : 0x7f80u;
+    if (dtype == BCPM_DTYPE_F32)
+        return 0x7f800000u;
+    return dtype == BCPM_DTYPE_F16 ? 0x7c00u : 0x7f80u;
 }
 
 /*
@@ -109,45 +109,73 @@ static uint32_t main_magnitude(enum bcpm_dtype dtype, const uint8_t *p, uint64_t
 }
 
 /*
- * Stored codes of a group: 0, the sign of the main magnitude, or
- * STORED_OTHER. Returns the main magnitude (0 if none) and the number of
- * nonzero codes in *nonzero.
+ * Stored codes of a group: 0, the sign for an element of the group's main
+ * magnitude, or BCPM_STORED_OTHER. counts[0..3] receive the -1, 0, +1 and
+ * other codes. Returns the main magnitude (0 if the group contains no nonzero
+ * finite value).
  */
 static uint32_t stored_codes(enum bcpm_dtype dtype, const uint8_t *p, uint64_t n, int8_t *out,
-                             uint64_t *nonzero)
+                             uint64_t counts[4])
 {
     size_t size = bcpm_dtype_size(dtype);
-    uint32_t magnitude = 0;
-    uint64_t others = 0, count = 0;
     uint32_t exponent = exponent_mask(dtype);
+    uint32_t magnitude = 0;
     int negative;
 
-    /* Try the first nonzero magnitude; fall back to the most frequent one. */
+    /* Try the first nonzero finite magnitude; fall back to the most frequent one. */
+    for (uint64_t i = 0; i < n && magnitude == 0; i++) {
+        uint32_t key = load_key(dtype, p + i * size, &negative);
+        if ((key & exponent) != exponent)
+            magnitude = key;
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
-        others = 0;
-        count = 0;
-        for (uint64_t i = 0; i < n; i++) {
-            uint32_t key = load_key(dtype, p + i * size, &negative);
-            if (key == 0) {
-                out[i] = 0;
-                continue;
-            }
-            if (magnitude == 0 && attempt == 0 && (key & exponent) != exponent)
-                magnitude = key;
-            if (key == magnitude) {
-                out[i] = negative ? -1 : 1;
-                count++;
-            } else {
-                out[i] = STORED_OTHER;
-                others++;
+        memset(counts, 0, 4 * sizeof(counts[0]));
+        if (dtype == BCPM_DTYPE_BF16) {
+            bcpm_quant_kernels()->stored_codes_bf16((const uint16_t *)(const void *)p, n,
+                                                    (uint16_t)magnitude, out, counts);
+        } else {
+            for (uint64_t i = 0; i < n; i++) {
+                uint32_t key = load_key(dtype, p + i * size, &negative);
+                int8_t code;
+
+                if (key == 0)
+                    code = 0;
+                else if (key != magnitude)
+                    code = BCPM_STORED_OTHER;
+                else
+                    code = negative ? -1 : 1;
+                out[i] = code;
+                counts[code == BCPM_STORED_OTHER ? 3 : code + 1]++;
             }
         }
-        if (others == 0)
+        if (counts[3] == 0 || attempt == 1)
             break;
-        magnitude = main_magnitude(dtype, p, n);
+        {
+            uint32_t main = main_magnitude(dtype, p, n);
+            if (main == magnitude)
+                break;
+            magnitude = main;
+        }
     }
-    *nonzero = count;
     return magnitude;
+}
+
+/* Index of the first i >= from where a and b differ, or n; 8 codes at a time. */
+static uint64_t next_difference(const int8_t *a, const int8_t *b, uint64_t from, uint64_t n)
+{
+    uint64_t i = from;
+
+    while (i + 8 <= n) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y)
+            break;
+        i += 8;
+    }
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
 }
 
 /* ---- one worker's share ---- */
@@ -203,11 +231,41 @@ static int alloc_buffers(const struct compare_job *job, struct row_buffers *b)
 }
 
 /*
+ * One latent group: the raw elements when the latent is BF16 (the common
+ * case, read without widening), else the widened floats and their H copy.
+ */
+struct latent_group {
+    const uint16_t *bf16;
+    const float *w32, *w_half;
+};
+
+static float latent_value(const struct latent_group *lg, uint64_t i)
+{
+    return lg->bf16 ? bcpm_bf16_to_f32(lg->bf16[i]) : lg->w32[i];
+}
+
+/* Codes of the group under the float32 policy at s32 and the half policy at s_half. */
+static void latent_codes(const struct compare_job *job, const struct latent_group *lg,
+                         float s32, float s_half, int8_t *code32, int8_t *code_half)
+{
+    const struct bcpm_quant_kernels *k = bcpm_quant_kernels();
+    float t32 = bcpm_fakequant_threshold(s32, BCPM_COMPUTE_FLOAT32, job->half);
+    float t_half = bcpm_fakequant_threshold(s_half, BCPM_COMPUTE_HALF, job->half);
+
+    if (lg->bf16) {
+        k->codes_threshold2_bf16(lg->bf16, job->group, t32, t_half, code32, code_half);
+        return;
+    }
+    k->codes_threshold(lg->w32, job->group, t32, code32);
+    k->codes_threshold(lg->w_half, job->group, t_half, code_half);
+}
+
+/*
  * Codes under each policy with the group sums one ulp lower and higher:
  * alt[0..n) float32 low, [n..2n) float32 high, [2n..3n) half low,
  * [3n..4n) half high.
  */
-static void alternate_codes(const struct compare_job *job, const float *w32, const float *w_half,
+static void alternate_codes(const struct compare_job *job, const struct latent_group *lg,
                             const struct bcpm_fakequant_scale *sc, int8_t *alt)
 {
     uint64_t n = job->group;
@@ -218,10 +276,8 @@ static void alternate_codes(const struct compare_job *job, const float *w32, con
 
         bcpm_fakequant_scales(nextafterf(sc->sum, toward), nextafterf(sc->sum_half, toward), n,
                               job->options->eps, job->half, &moved);
-        bcpm_fakequant_codes(w32, n, moved.s32, BCPM_COMPUTE_FLOAT32, job->half,
-                             alt + (uint64_t)side * n);
-        bcpm_fakequant_codes(w_half, n, moved.s_half, BCPM_COMPUTE_HALF, job->half,
-                             alt + (uint64_t)(2 + side) * n);
+        latent_codes(job, lg, moved.s32, moved.s_half, alt + (uint64_t)side * n,
+                     alt + (uint64_t)(2 + side) * n);
     }
 }
 
@@ -244,28 +300,30 @@ static int overflow_value_matches(const struct compare_job *job, const uint8_t *
     return code == 0 ? isnan(v) : isinf(v) && (v < 0) == (code < 0);
 }
 
-/* Codes of one group under one policy p against the stored codes. */
+/*
+ * Codes of one group under one policy p against the stored codes. Every
+ * stored code starts on the diagonal of the confusion matrix (counts from
+ * stored_codes); only the elements where the codes differ are visited.
+ */
 static void compare_codes(const struct compare_job *job, int p, uint64_t row, uint64_t g0,
                           const int8_t *code, const int8_t *other, int other_overflow,
-                          const int8_t *stored,
-                          int8_t *alt, int *have_alt, const float *w32, const float *w_half,
+                          const int8_t *stored, const uint64_t counts[4], int8_t *alt,
+                          int *have_alt, const struct latent_group *lg,
                           const struct bcpm_fakequant_scale *sc, const uint8_t *pseudo_row,
                           struct bcpm_reference_policy *r)
 {
     uint64_t n = job->group;
 
-    /* Fast path: every stored code is this policy's code. */
-    if (memcmp(code, stored, n) == 0) {
-        r->matches += n;
-        for (uint64_t i = 0; i < n; i++)
-            r->confusion[code[i] + 1][code[i] + 1]++;
-        return;
+    for (int c = 0; c < 3; c++) {
+        r->confusion[c][c] += counts[c];
+        r->matches += counts[c];
     }
 
-    for (uint64_t i = 0; i < n; i++) {
+    for (uint64_t i = next_difference(code, stored, 0, n); i < n;
+         i = next_difference(code, stored, i + 1, n)) {
         int8_t s = stored[i];
 
-        if (s == STORED_OTHER) {
+        if (s == BCPM_STORED_OTHER) {
             /* NaN or Inf is what the other policy stores when its scale overflowed. */
             if (other_overflow && overflow_value_matches(job, pseudo_row, g0 + i, other[i])) {
                 r->boundary++;
@@ -273,13 +331,11 @@ static void compare_codes(const struct compare_job *job, int p, uint64_t row, ui
             }
             r->stored_other++;
         } else {
+            r->confusion[s + 1][s + 1]--;
+            r->matches--;
             r->confusion[code[i] + 1][s + 1]++;
-            if (s == code[i]) {
-                r->matches++;
-                continue;
-            }
             if (!*have_alt) {
-                alternate_codes(job, w32, w_half, sc, alt);
+                alternate_codes(job, lg, sc, alt);
                 *have_alt = 1;
             }
             if (s == other[i] || s == alt[(uint64_t)(p == F32 ? 0 : 2) * n + i] ||
@@ -292,7 +348,7 @@ static void compare_codes(const struct compare_job *job, int p, uint64_t row, ui
         if (r->first_mismatch_row < 0) {
             r->first_mismatch_row = (int64_t)row;
             r->first_mismatch_column = (int64_t)(g0 + i);
-            r->first_mismatch_latent = w32[i];
+            r->first_mismatch_latent = latent_value(lg, i);
             r->first_mismatch_stored = stored_value(
                 job->pseudo->dtype, pseudo_row + (g0 + i) * bcpm_dtype_size(job->pseudo->dtype));
         }
@@ -306,8 +362,11 @@ static uint64_t ulps_between(uint32_t a, uint32_t b)
 
 static int ulps_bin(uint64_t ulps)
 {
-    return ulps == 0 ? BCPM_ULPS_0 : ulps == 1 ? BCPM_ULPS_1 : ulps <= 3 ? BCPM_ULPS_2_3
-                                                                         : BCPM_ULPS_4_PLUS;
+    if (ulps == 0)
+        return BCPM_ULPS_0;
+    if (ulps == 1)
+        return BCPM_ULPS_1;
+    return ulps <= 3 ? BCPM_ULPS_2_3 : BCPM_ULPS_4_PLUS;
 }
 
 /* The stored scale of one group against the scale of policy p. */
@@ -371,7 +430,7 @@ static void compare_scale(const struct compare_job *job, int p, uint64_t row, ui
  */
 static void compare_overflow_group(const struct compare_job *job, uint64_t row, uint64_t g0,
                                    const int8_t *code, const int8_t *other,
-                                   const int8_t *stored, const float *w32,
+                                   const int8_t *stored, const struct latent_group *lg,
                                    const uint8_t *pseudo_row, struct bcpm_reference_policy *r)
 {
     for (uint64_t i = 0; i < job->group; i++) {
@@ -382,7 +441,7 @@ static void compare_overflow_group(const struct compare_job *job, uint64_t row, 
             continue;
         }
         /* A finite code the other policy gives: the policies differ, the export is fine. */
-        if (stored[i] != STORED_OTHER && stored[i] == other[i]) {
+        if (stored[i] != BCPM_STORED_OTHER && stored[i] == other[i]) {
             r->boundary++;
             continue;
         }
@@ -392,17 +451,18 @@ static void compare_overflow_group(const struct compare_job *job, uint64_t row, 
         if (r->first_mismatch_row < 0) {
             r->first_mismatch_row = (int64_t)row;
             r->first_mismatch_column = (int64_t)(g0 + i);
-            r->first_mismatch_latent = w32[i];
+            r->first_mismatch_latent = latent_value(lg, i);
             r->first_mismatch_stored = v;
         }
     }
 }
 
 /* Find the first NaN or Inf of a latent group; -1 if none. */
-static int64_t first_nonfinite(const float *w, uint64_t n)
+static int64_t first_nonfinite(const struct latent_group *lg, uint64_t n)
 {
     for (uint64_t i = 0; i < n; i++) {
-        if (isnan(w[i]) || isinf(w[i]))
+        float w = latent_value(lg, i);
+        if (isnan(w) || isinf(w))
             return (int64_t)i;
     }
     return -1;
@@ -414,8 +474,8 @@ static void compare_group(const struct compare_job *job, struct row_buffers *b, 
 {
     size_t lsize = bcpm_dtype_size(job->latent->dtype);
     size_t psize = bcpm_dtype_size(job->pseudo->dtype);
-    uint64_t n = job->group, nonzero;
-    const float *w32 = b->w32 + g0, *w_half = b->w_half + g0;
+    uint64_t n = job->group, counts[4];
+    struct latent_group lg;
     struct bcpm_fakequant_scale sc;
     float sum, sum_half;
     uint32_t stored_key;
@@ -423,14 +483,22 @@ static void compare_group(const struct compare_job *job, struct row_buffers *b, 
     int8_t *code[2] = {b->code[0] + g0, b->code[1] + g0};
     int8_t *stored = b->stored + g0;
 
+    if (job->latent->dtype == BCPM_DTYPE_BF16) {
+        lg.bf16 = (const uint16_t *)(const void *)(latent_row + g0 * lsize);
+        lg.w32 = lg.w_half = NULL;
+    } else {
+        lg.bf16 = NULL;
+        lg.w32 = b->w32 + g0;
+        lg.w_half = b->w_half + g0;
+    }
     sum = bcpm_fakequant_abs_sum(job->latent->dtype, latent_row + g0 * lsize, n);
     sum_half = b->w_half == b->w32 ? sum
                                    : bcpm_fakequant_abs_sum(BCPM_DTYPE_F32,
-                                                            (const uint8_t *)w_half, n);
+                                                            (const uint8_t *)lg.w_half, n);
 
     /* NaN or Inf in the latent group makes every code of it NaN: report, skip. */
     if (isnan(sum) || isinf(sum)) {
-        int64_t c = first_nonfinite(w32, n);
+        int64_t c = first_nonfinite(&lg, n);
         if (c >= 0) {
             res->nonfinite_groups++;
             if (res->first_nonfinite_row < 0) {
@@ -442,27 +510,25 @@ static void compare_group(const struct compare_job *job, struct row_buffers *b, 
     }
 
     bcpm_fakequant_scales(sum, sum_half, n, job->options->eps, job->half, &sc);
-    bcpm_fakequant_codes(w32, n, sc.s32, BCPM_COMPUTE_FLOAT32, job->half, code[F32]);
-    bcpm_fakequant_codes(w_half, n, sc.s_half, BCPM_COMPUTE_HALF, job->half, code[HALF]);
-    if (memcmp(code[F32], code[HALF], n) != 0) {
-        for (uint64_t i = 0; i < n; i++)
-            res->policy_disagreements += code[F32][i] != code[HALF][i];
-    }
-    stored_key = stored_codes(job->pseudo->dtype, pseudo_row + g0 * psize, n, stored, &nonzero);
+    latent_codes(job, &lg, sc.s32, sc.s_half, code[F32], code[HALF]);
+    for (uint64_t i = next_difference(code[F32], code[HALF], 0, n); i < n;
+         i = next_difference(code[F32], code[HALF], i + 1, n))
+        res->policy_disagreements++;
+    stored_key = stored_codes(job->pseudo->dtype, pseudo_row + g0 * psize, n, stored, counts);
     overflow[F32] = isinf(sc.s32);
     overflow[HALF] = isinf(sc.s_half);
 
     for (int p = 0; p < 2; p++) {
         if (overflow[p]) {
-            compare_overflow_group(job, row, g0, code[p], code[1 - p], stored, w32, pseudo_row,
+            compare_overflow_group(job, row, g0, code[p], code[1 - p], stored, &lg, pseudo_row,
                                    &res->policy[p]);
             continue;
         }
-        compare_codes(job, p, row, g0, code[p], code[1 - p], overflow[1 - p], stored, b->alt,
-                      &have_alt, w32,
-                      w_half, &sc, pseudo_row, &res->policy[p]);
+        compare_codes(job, p, row, g0, code[p], code[1 - p], overflow[1 - p], stored, counts,
+                      b->alt, &have_alt, &lg, &sc, pseudo_row, &res->policy[p]);
         if (stored_key != 0)
-            compare_scale(job, p, row, g0 / n, stored_key, nonzero, &sc, &res->policy[p]);
+            compare_scale(job, p, row, g0 / n, stored_key, counts[0] + counts[2], &sc,
+                          &res->policy[p]);
     }
 }
 
@@ -497,7 +563,17 @@ static void compare_rows(void *context, int worker, uint64_t begin, uint64_t end
         const uint8_t *lrow = bcpm_quant_row(job->latent, r, job->columns, b.scratch_latent);
         const uint8_t *prow = bcpm_quant_row(job->pseudo, r, job->columns, b.scratch_pseudo);
 
-        bcpm_fakequant_widen(job->latent->dtype, lrow, job->columns, b.w32, b.w_half);
+        /* The compute per element is light, so overlap it with the next row's loads. */
+        if (r + 1 < end && job->latent->contiguous && job->pseudo->contiguous) {
+            bcpm_quant_prefetch(lrow + job->columns * bcpm_dtype_size(job->latent->dtype),
+                                job->columns * bcpm_dtype_size(job->latent->dtype));
+            bcpm_quant_prefetch(prow + job->columns * bcpm_dtype_size(job->pseudo->dtype),
+                                job->columns * bcpm_dtype_size(job->pseudo->dtype));
+        }
+
+        /* BF16 rows are read in place; the kernels widen them in registers. */
+        if (job->latent->dtype != BCPM_DTYPE_BF16)
+            bcpm_fakequant_widen(job->latent->dtype, lrow, job->columns, b.w32, b.w_half);
         for (uint64_t g0 = 0; g0 < job->columns; g0 += job->group)
             compare_group(job, &b, r, g0, lrow, prow, res);
 

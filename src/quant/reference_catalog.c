@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,21 +78,20 @@ static int add_boundary_finding(const struct bcpm_reference_result *r,
                                 const struct bcpm_reference_options *options,
                                 const char *pseudo_file, struct bcpm_findings *findings)
 {
+    const char *policy = policy_name(r->matched);
+    const char *verdict = options->policy == BCPM_COMPUTE_AUTO ? "the export matches the " : "";
+
     if (p->boundary == 0 && p->scale_boundary == 0 && r->policy_disagreements == 0 &&
         options->policy != BCPM_COMPUTE_AUTO)
         return 0;
     return bcpm_findings_add(findings, "reference.boundary", BCPM_SEVERITY_INFO, pseudo_file,
                              r->tensor,
-                             "%" PRIu64 " codes and %" PRIu64 " scales differ from the %s policy "
-                             "only at rounding boundaries (a quotient at a tie, or a sum one ulp "
-                             "away); the float32 and bf16 policies disagree on %" PRIu64
-                             " elements%s",
-                             p->boundary, p->scale_boundary, policy_name(r->matched),
-                             r->policy_disagreements,
-                             options->policy != BCPM_COMPUTE_AUTO ? ""
-                             : r->matched == BCPM_COMPUTE_HALF
-                                 ? "; the export matches the bf16 policy"
-                                 : "; the export matches the float32 policy") != NULL
+                             "%s%s policy%s %" PRIu64 " codes and %" PRIu64 " scales differ from "
+                             "it only at rounding boundaries (a quotient at a tie, or a group sum "
+                             "one ulp away); the float32 and bf16 policies disagree on %" PRIu64
+                             " elements",
+                             verdict, policy, *verdict ? ";" : ":", p->boundary,
+                             p->scale_boundary, r->policy_disagreements) != NULL
                ? 0
                : -1;
 }
@@ -123,6 +123,36 @@ int bcpm_reference_findings(const struct bcpm_reference_result *r,
 
 /* ---- pairing the two catalogs ---- */
 
+/* "[4096, 4096]" into buf. */
+static const char *format_shape(const struct bcpm_tensor *t, char *buf, size_t size)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    used += (size_t)snprintf(buf, size, "[");
+    for (int d = 0; d < t->ndim && used < size; d++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%" PRId64, d ? ", " : "",
+                                 t->shape[d]);
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+    return buf;
+}
+
+/* A ternary tensor whose shape differs between the sides cannot be recomputed. */
+static int add_shape_finding(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
+                             const struct bcpm_tensor *l, struct bcpm_findings *findings)
+{
+    char a[256], b[256];
+
+    return bcpm_findings_add(findings, "reference.codes", BCPM_SEVERITY_ERROR,
+                             pseudo->files[p->file].path, p->name,
+                             "the pseudo-quantized tensor has shape %s but the latent one %s, "
+                             "so its codes cannot be recomputed",
+                             format_shape(p, a, sizeof(a)), format_shape(l, b, sizeof(b)))
+               ? 0
+               : -1;
+}
+
 static const char *file_of(const struct bcpm_catalog *catalog, const struct bcpm_tensor *t)
 {
     return t->file < catalog->nfiles ? catalog->files[t->file].path : catalog->path;
@@ -137,8 +167,13 @@ static int in_list(const char *name, const char *const *list, size_t count)
     return 0;
 }
 
-/* Linear index of the first element whose bytes differ, or -1; shapes must match. */
-static int64_t first_changed(const struct bcpm_tensor *a, const struct bcpm_tensor *b)
+/*
+ * Linear index of the first element whose bytes differ, or -1; shapes must
+ * match. Pages are dropped from the resident set as the comparison passes
+ * them (maps may be NULL).
+ */
+static int64_t first_changed(const struct bcpm_tensor *a, const struct bcpm_map *map_a,
+                             const struct bcpm_tensor *b, const struct bcpm_map *map_b)
 {
     size_t size = bcpm_dtype_size(a->dtype);
 
@@ -147,7 +182,10 @@ static int64_t first_changed(const struct bcpm_tensor *a, const struct bcpm_tens
         const uint64_t step = (1u << 20) / size * size;
         for (uint64_t off = 0; off < a->nbytes; off += step) {
             uint64_t len = a->nbytes - off < step ? a->nbytes - off : step;
-            if (memcmp(a->data + off, b->data + off, len) == 0)
+            int same = memcmp(a->data + off, b->data + off, len) == 0;
+            bcpm_map_release(map_a, a->byte_offset + off, len);
+            bcpm_map_release(map_b, b->byte_offset + off, len);
+            if (same)
                 continue;
             for (uint64_t i = off / size;; i++) {
                 if (memcmp(a->data + i * size, b->data + i * size, size) != 0)
@@ -186,7 +224,7 @@ static int compare_copied(const struct bcpm_catalog *pseudo, const struct bcpm_t
     if (p->numel > 0 && (!p->data || !l->data))
         return 0;
 
-    index = first_changed(p, l);
+    index = first_changed(p, bcpm_quant_tensor_map(pseudo, p), l, bcpm_quant_tensor_map(latent, l));
     bcpm_map_release(bcpm_quant_tensor_map(pseudo, p), p->byte_offset, p->nbytes);
     bcpm_map_release(bcpm_quant_tensor_map(latent, l), l->byte_offset, l->nbytes);
     if (index < 0)
@@ -265,6 +303,12 @@ int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
             continue;
         }
 
+        if (p->ndim != l->ndim ||
+            memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0) {
+            if (add_shape_finding(pseudo, p, l, findings) != 0)
+                rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
+            continue;
+        }
         rc = bcpm_reference_compare(p, l, options, bcpm_quant_tensor_map(pseudo, p),
                                     bcpm_quant_tensor_map(latent, l), &result, err);
         if (rc != 0) {

@@ -12,7 +12,7 @@
 /* Fewer bytes than this per thread cost more in thread start-up than they save. */
 #define MIN_BYTES_PER_THREAD (1u << 20)
 
-/* The most threads one job starts; more than any machine this runs on needs. */
+/* Maximum threads of one job, a cap against absurd requests. */
 #define MAX_THREADS 256
 
 static atomic_int default_threads;

@@ -79,7 +79,43 @@ static unsigned main_magnitude(const struct magnitude_counts *m, unsigned count)
     return best;
 }
 
-/* The general loop: any dtype, any mix of values. */
+/* Count the NaN and Inf elements of x[from, n) into g. */
+static void count_nonfinite(const uint8_t *x, uint64_t from, uint64_t n,
+                            const struct dtype_bits *bits, struct bcpm_ternary_group *g,
+                            int64_t *first_nonfinite)
+{
+    uint32_t count = 0;
+
+    if (bits->exponent == 0x7f80u) {
+        count = (uint32_t)bcpm_quant_kernels()->count_nonfinite_bf16(
+            (const uint16_t *)(const void *)(x + 2 * from), n - from);
+    } else if (bits->size == 2) {
+        uint16_t exponent = (uint16_t)bits->exponent;
+        for (uint64_t i = from; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, x + 2 * i, 2);
+            count += (h & exponent) == exponent;
+        }
+    } else {
+        for (uint64_t i = from; i < n; i++)
+            count += (load_bits(x + i * bits->size, bits->size) & bits->exponent) ==
+                     bits->exponent;
+    }
+    if (count == 0)
+        return;
+
+    g->nonfinite += count;
+    for (uint64_t i = from; i < n && *first_nonfinite < 0; i++) {
+        if ((load_bits(x + i * bits->size, bits->size) & bits->exponent) == bits->exponent)
+            *first_nonfinite = (int64_t)i;
+    }
+}
+
+/*
+ * The general loop: any dtype, any mix of values. Once a group shows more
+ * than BCPM_TERNARY_MAX_MAGNITUDES magnitudes, its codes, magnitudes and
+ * last columns cover only the elements up to that point.
+ */
 static void scan_group_general(const uint8_t *x, uint64_t n, uint64_t column0,
                                enum bcpm_dtype dtype, const struct dtype_bits *bits,
                                struct bcpm_ternary_group *g)
@@ -109,9 +145,15 @@ static void scan_group_general(const uint8_t *x, uint64_t n, uint64_t column0,
             ;
         if (j == tracked) {
             if (tracked == BCPM_TERNARY_MAX_MAGNITUDES) {
-                if (first_untracked < 0)
-                    first_untracked = (int64_t)i;
-                continue;
+                /*
+                 * The group is far from ternary (Gaussian weights reach this
+                 * within a few dozen elements). Counting further would cost a
+                 * search per element for nothing a report uses, so the rest
+                 * of the group only counts NaN and Inf.
+                 */
+                first_untracked = (int64_t)i;
+                count_nonfinite(x, i + 1, n, bits, g, &first_nonfinite);
+                break;
             }
             m[j] = (struct magnitude_counts){key, 0, 0};
             g->magnitude[j] = (float)bits_to_double(dtype, key);

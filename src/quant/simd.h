@@ -26,6 +26,20 @@
  */
 #define BCPM_SUM_LANES 16
 
+/* The stored code of a value that is neither zero nor +-magnitude. */
+#define BCPM_STORED_OTHER 2
+
+/*
+ * Value statistics of a run of BF16 elements. NaN and Inf are counted and
+ * left out of everything else; -0.0 counts as a zero and as +0.0 for min and
+ * max, so that every path agrees on the sign of a zero minimum.
+ */
+struct bcpm_stats_block {
+    uint64_t nan, inf, zeros;
+    float min, max;            /* +Inf and -Inf when no element is finite */
+    double sum, sum_squares;   /* in the canonical order above */
+};
+
 struct bcpm_quant_kernels {
     const char *name;
 
@@ -43,20 +57,43 @@ struct bcpm_quant_kernels {
     size_t (*ternary_run_bf16)(const uint16_t *x, size_t n, uint16_t magnitude,
                                uint64_t *zeros, uint64_t *negatives);
 
+    /*
+     * Stored codes of n BF16 values against the magnitude of the group: 0 for
+     * +-0, -1 or +1 for -magnitude or +magnitude, BCPM_STORED_OTHER for
+     * anything else. Adds to counts[0..3] the -1, 0, +1 and other codes.
+     */
+    void (*stored_codes_bf16)(const uint16_t *x, size_t n, uint16_t magnitude, int8_t *out,
+                              uint64_t counts[4]);
+
+    /* Number of NaN and Inf among n BF16 values. */
+    uint64_t (*count_nonfinite_bf16)(const uint16_t *x, size_t n);
+
+    /* Statistics of n BF16 values (see struct bcpm_stats_block). */
+    void (*stats_bf16)(const uint16_t *x, size_t n, struct bcpm_stats_block *out);
+
     /* Widen n BF16 values to float (exact). */
     void (*bf16_to_f32)(const uint16_t *x, size_t n, float *out);
 
     /*
-     * Ternary codes of w / s: +1 where the float32 quotient is > 0.5, -1 where
-     * it is < -0.5, else 0. That is clamp(round_half_even(q), -1, 1), because
-     * the tie 0.5 rounds to the even 0 and every q above 0.5 rounds to at
-     * least 1; a NaN quotient gives 0.
+     * Ternary codes by threshold: +1 where w > t, -1 where w < -t, else 0
+     * (NaN gives 0). bcpm_fakequant_threshold() derives t from the scale s so
+     * that the code equals clamp(round_half_even(w / s), -1, 1) with the
+     * quotient rounded as the compute policy rounds it, without a division.
      */
-    void (*codes_f32)(const float *w, size_t n, float s, int8_t *out);
+    void (*codes_threshold)(const float *w, size_t n, float t, int8_t *out);
 
-    /* The same, with the quotient rounded to BF16 before the comparison. */
-    void (*codes_bf16)(const float *w, size_t n, float s, int8_t *out);
+    /* The same for two thresholds at once, straight from BF16 values. */
+    void (*codes_threshold2_bf16)(const uint16_t *x, size_t n, float t0, float t1,
+                                  int8_t *out0, int8_t *out1);
 };
+
+/*
+ * Shared by the SIMD stats kernels: add elements [from, n) as the scalar
+ * kernel does (the lanes continue by index), then reduce the lanes into out.
+ */
+void bcpm_quant_stats_finish(const uint16_t *x, size_t from, size_t n,
+                             struct bcpm_stats_block *out, double sum[BCPM_SUM_LANES],
+                             double squares[BCPM_SUM_LANES]);
 
 /* The scalar table: the reference every other table must equal. */
 extern const struct bcpm_quant_kernels bcpm_quant_kernels_scalar;

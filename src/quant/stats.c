@@ -2,8 +2,9 @@
  * Value statistics of any tensor; see quant.h.
  *
  * Elements are taken in blocks of STATS_BLOCK; each block is summed in
- * element order and the block sums are added in block order, so sum and
- * sum_squares do not depend on the thread count.
+ * element order (BF16 blocks in the canonical lane order of simd.h) and the
+ * block sums are added in block order, so sum and sum_squares depend neither
+ * on the thread count nor on the SIMD table.
  */
 #include "quant/quant.h"
 
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "quant/rows.h"
+#include "quant/simd.h"
 
 #define STATS_BLOCK 65536u
 
@@ -58,11 +60,23 @@ static void stats_block(const struct bcpm_tensor *t, uint64_t first, uint64_t co
     b->max = -INFINITY;
 
     if (t->contiguous && t->dtype == BCPM_DTYPE_BF16) {
-        const uint8_t *p = t->data + first * 2;
-        for (uint64_t i = 0; i < count; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            add_value(b, (double)bcpm_bf16_to_f32(h), first + i);
+        const uint16_t *x = (const uint16_t *)(const void *)(t->data + first * 2);
+        struct bcpm_stats_block s;
+
+        bcpm_quant_kernels()->stats_bf16(x, count, &s);
+        b->count = count;
+        b->nan = s.nan;
+        b->inf = s.inf;
+        b->zeros = s.zeros;
+        b->min = s.min;
+        b->max = s.max;
+        b->sum = s.sum;
+        b->sum_squares = s.sum_squares;
+        for (uint64_t i = 0; i < count && s.nan + s.inf > 0; i++) {
+            if ((x[i] & 0x7f80u) == 0x7f80u) {
+                b->first_nonfinite = (int64_t)(first + i);
+                break;
+            }
         }
         return;
     }

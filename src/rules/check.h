@@ -110,7 +110,7 @@ struct bcpm_finding *check_report(struct check_ctx *ctx, const struct rule_check
 #endif
     ;
 
-/* "[a, b]" into buf. */
+/* Format shape as "[a, b]" into buf and return buf. */
 const char *check_format_shape(char *buf, size_t size, const int64_t *shape, int ndim);
 
 #endif

@@ -6,15 +6,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "rules/expr.h"
 
 /* Defaults may refer to each other; a chain longer than this is a cycle. */
 #define DEFAULT_CHAIN_MAX 16
 
+/* A model config is a few KiB (LongRoPE factor lists included); this bounds a hostile one. */
+#define CONFIG_MAX_BYTES (16u << 20)
+
 int config_load(struct model_config *cfg, const char *path, struct bcpm_error *err)
 {
     json_error_t jerr;
+    struct stat st;
     json_t *root;
     FILE *f;
 
@@ -23,6 +28,12 @@ int config_load(struct model_config *cfg, const char *path, struct bcpm_error *e
     if (!f)
         return bcpm_error_set(err, errno == ENOENT ? BCPM_ERR_NOT_FOUND : BCPM_ERR_IO, path,
                               NULL, "cannot open config: %s", strerror(errno));
+    if (fstat(fileno(f), &st) == 0 && (uint64_t)st.st_size > CONFIG_MAX_BYTES) {
+        fclose(f);
+        return bcpm_error_set(err, BCPM_ERR_LIMIT, path, NULL,
+                              "config of %lld bytes is larger than the %u accepted",
+                              (long long)st.st_size, CONFIG_MAX_BYTES);
+    }
     root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
     fclose(f);
     if (!root) {

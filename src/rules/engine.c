@@ -47,24 +47,18 @@ static const char *format_name(const struct bcpm_catalog *cat)
     }
 }
 
-/*
- * Copy the readers' security findings. A check entry with the same id can
- * change their severity or, disabled, drop them; any other finding is kept
- * as the reader raised it.
- */
+/* Copy the readers' security findings, with the severities the rule set gives their ids. */
 static int copy_reader_findings(struct check_ctx *ctx)
 {
     const struct bcpm_findings *src = &ctx->cat->findings;
+    size_t first = ctx->findings->count;
 
     for (size_t i = 0; i < src->count; i++) {
         const struct bcpm_finding *r = &src->items[i];
-        const struct rule_check *c = rules_find_id(ctx->rs, r->rule);
         struct bcpm_finding *f;
 
-        if (c && !c->enabled)
-            continue;
-        f = bcpm_findings_add(ctx->findings, r->rule, c ? c->severity : r->severity, r->file,
-                              r->tensor, "%s", r->message);
+        f = bcpm_findings_add(ctx->findings, r->rule, r->severity, r->file, r->tensor, "%s",
+                              r->message);
         if (!f)
             return -1;
         f->has_offset = r->has_offset;
@@ -73,6 +67,7 @@ static int copy_reader_findings(struct check_ctx *ctx)
         f->column = r->column;
         f->value = r->value;
     }
+    bcpm_ruleset_apply(ctx->rs, ctx->findings, first);
     return 0;
 }
 

@@ -72,6 +72,24 @@ struct bcpm_rule_info {
 size_t bcpm_ruleset_check_count(const struct bcpm_ruleset *rs);
 void bcpm_ruleset_check_info(const struct bcpm_ruleset *rs, size_t i, struct bcpm_rule_info *out);
 
+/*
+ * The number parameter key of the check with this id (enabled or not).
+ * Returns 0 and stores it, or BCPM_ERR_NOT_FOUND when no such check or
+ * number parameter is loaded. For checks run outside the engine, such as
+ * the reference comparison ("reference.codes": eps, scale_tolerance_ulps).
+ */
+int bcpm_ruleset_param_number(const struct bcpm_ruleset *rs, const char *id, const char *key,
+                              double *out);
+
+/*
+ * Apply the rule set to findings raised outside the engine (readers, the
+ * reference comparison), from index first on: a check with a finding's id
+ * sets its severity, and a disabled one removes it. Findings whose id no
+ * check has keep theirs. bcpm_check_catalog does this for reader findings.
+ */
+void bcpm_ruleset_apply(const struct bcpm_ruleset *rs, struct bcpm_findings *findings,
+                        size_t first);
+
 /* Family ids of the loaded layouts ("minicpm", "llama"), in load order. */
 size_t bcpm_ruleset_layout_count(const struct bcpm_ruleset *rs);
 const char *bcpm_ruleset_layout_family(const struct bcpm_ruleset *rs, size_t i);
@@ -80,7 +98,7 @@ struct bcpm_check_options {
     const char *config_path;        /* --config; NULL: the catalog's, else config.json beside the weights */
     const char *family;             /* force a layout by family id; NULL: match the config */
     enum bcpm_stage expected_stage; /* --stage, or BCPM_STAGE_UNKNOWN for no assertion */
-    enum bcpm_severity fail_on;     /* used by bcpm_check_result_finish */
+    enum bcpm_severity fail_on;     /* not read by the check: result->fail_on sets the verdict */
     int64_t group_size_override;    /* 0: the ternary.values rule's group_size; -1: one per row */
     int threads;                    /* kernel threads; 0: the kernels' default (every CPU) */
     /* Called after each tensor with the bytes done and the catalog's total; may be NULL. */
@@ -101,8 +119,11 @@ int bcpm_check_result_init(struct bcpm_check_result *result, const struct bcpm_r
  * finding, the catalog's security findings first. Findings are not errors:
  * the return value is 0 whenever the check ran. Errors: BCPM_ERR_RULES (a
  * shape expression names a field that neither the config nor the layout's
- * defaults define, or divides by zero), BCPM_ERR_CORRUPT (config.json is not
- * valid JSON), BCPM_ERR_IO, BCPM_ERR_NOMEM.
+ * defaults define, divides by zero or not exactly), BCPM_ERR_CORRUPT
+ * (config.json is not valid JSON), BCPM_ERR_NOT_FOUND (opt->config_path does
+ * not exist), BCPM_ERR_USAGE (opt->family names no layout, or the config
+ * gives a negative or absurd layer count), BCPM_ERR_IO, BCPM_ERR_NOMEM. On
+ * error the checked file is still appended, with what was found so far.
  */
 int bcpm_check_catalog(const struct bcpm_ruleset *rs, const struct bcpm_catalog *cat,
                        const struct bcpm_check_options *opt, struct bcpm_check_result *result,

@@ -436,11 +436,17 @@ static void report_extra_layers(struct layout_state *st, const struct extra_laye
         const struct rule_check *c = rules_select(ctx->rs, "layout.unexpected", t->name,
                                                   ctx->info[extra[k].first].role);
 
-        check_report(ctx, c, c ? c->severity : 0, check_tensor_file(ctx, extra[k].first),
-                     t->name, "layer %" PRId64 " is beyond the %" PRId64 " layers of %s "
-                     "(%s): %zu tensors, starting with this one", extra[k].layer, st->layers,
-                     ctx->config.path ? "the config" : "the checkpoint",
-                     st->layout->layer_count.text, extra[k].count);
+        if (ctx->layout_from_config)
+            check_report(ctx, c, c ? c->severity : 0, check_tensor_file(ctx, extra[k].first),
+                         t->name, "layer %" PRId64 " is beyond the %" PRId64 " layers of the "
+                         "config (%s); tensors in that layer: %zu, starting with this one",
+                         extra[k].layer, st->layers, st->layout->layer_count.text,
+                         extra[k].count);
+        else
+            check_report(ctx, c, c ? c->severity : 0, check_tensor_file(ctx, extra[k].first),
+                         t->name, "layer %" PRId64 " is beyond the %d layers accepted without "
+                         "a config; tensors in that layer: %zu, starting with this one",
+                         extra[k].layer, LAYERS_MAX, extra[k].count);
     }
 }
 
@@ -456,6 +462,44 @@ static void layer_name(char *buf, size_t size, const char *prefix, int64_t layer
         buf[len - 1] = '\0';
 }
 
+static size_t layer_present(const struct layout_state *st, int64_t layer)
+{
+    size_t n = st->layout->nper_layer, present = 0;
+
+    for (size_t k = 0; k < n; k++)
+        present += st->layer_seen[(size_t)layer * n + k] != 0;
+    return present;
+}
+
+/*
+ * Report the absent layers first to last as one finding, a single layer or a
+ * range. A config that claims far more layers than the file has then gives
+ * one line, not thousands.
+ */
+static void report_absent_layers(struct layout_state *st, int64_t first, int64_t last)
+{
+    struct check_ctx *ctx = st->ctx;
+    const struct layout *layout = st->layout;
+    char base[256], list[1024] = "";
+    const struct rule_check *c;
+
+    layer_name(base, sizeof(base), layout->layer_prefix, first);
+    c = rules_select(ctx->rs, "layout.missing", base, BCPM_ROLE_OTHER);
+    for (size_t k = 0; k < layout->nper_layer; k++) {
+        strncat(list, k ? ", " : "", sizeof(list) - strlen(list) - 1);
+        strncat(list, layout->per_layer[k].name, sizeof(list) - strlen(list) - 1);
+    }
+    if (first == last)
+        check_report(ctx, c, c ? c->severity : 0, ctx->cat->path, base,
+                     "layer %" PRId64 " of %" PRId64 " is missing: none of its %zu tensors "
+                     "is present (%s)", first, st->layers, layout->nper_layer, list);
+    else
+        check_report(ctx, c, c ? c->severity : 0, ctx->cat->path, base,
+                     "layers %" PRId64 " to %" PRId64 " of %" PRId64 " are missing (%" PRId64
+                     " layers): none of their tensors is present (%s)", first, last, st->layers,
+                     last - first + 1, list);
+}
+
 static void report_missing_layers(struct layout_state *st)
 {
     struct check_ctx *ctx = st->ctx;
@@ -464,26 +508,19 @@ static void report_missing_layers(struct layout_state *st)
 
     for (int64_t layer = 0; layer < st->layers; layer++) {
         const size_t *seen = &st->layer_seen[(size_t)layer * n];
-        size_t present = 0;
-        char base[256], list[1024] = "";
-
-        for (size_t k = 0; k < n; k++)
-            present += seen[k] != 0;
-        layer_name(base, sizeof(base), layout->layer_prefix, layer);
+        size_t present = layer_present(st, layer);
+        char base[256];
 
         if (present == 0) {
-            const struct rule_check *c = rules_select(ctx->rs, "layout.missing", base,
-                                                      BCPM_ROLE_OTHER);
+            int64_t last = layer;
 
-            for (size_t k = 0; k < n; k++) {
-                strncat(list, k ? ", " : "", sizeof(list) - strlen(list) - 1);
-                strncat(list, layout->per_layer[k].name, sizeof(list) - strlen(list) - 1);
-            }
-            check_report(ctx, c, c ? c->severity : 0, ctx->cat->path, base,
-                         "layer %" PRId64 " of %" PRId64 " is missing: none of its %zu tensors "
-                         "is present (%s)", layer, st->layers, n, list);
+            while (last + 1 < st->layers && layer_present(st, last + 1) == 0)
+                last++;
+            report_absent_layers(st, layer, last);
+            layer = last;
             continue;
         }
+        layer_name(base, sizeof(base), layout->layer_prefix, layer);
         for (size_t k = 0; k < n; k++) {
             const struct layout_tensor *spec = &layout->per_layer[k];
             char name[512];
@@ -675,7 +712,10 @@ static int prepare(struct layout_state *st, struct bcpm_error *err)
         if (rc != 0)
             return rc;
     } else {
+        /* Layers beyond the cap are reported as unexpected rather than allocated for. */
         st->layers = infer_layers(ctx, layout);
+        if (st->layers > LAYERS_MAX)
+            st->layers = LAYERS_MAX;
     }
 
     st->layer_seen = calloc((size_t)st->layers * layout->nper_layer + 1,

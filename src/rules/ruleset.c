@@ -359,6 +359,45 @@ const char *bcpm_ruleset_layout_family(const struct bcpm_ruleset *rs, size_t i)
     return i < rs->nlayouts ? rs->layouts[i].family : NULL;
 }
 
+int bcpm_ruleset_param_number(const struct bcpm_ruleset *rs, const char *id, const char *key,
+                              double *out)
+{
+    const struct rule_param *p = rules_param(rules_find_id(rs, id), key);
+
+    if (!p || p->type != PARAM_NUMBER)
+        return BCPM_ERR_NOT_FOUND;
+    *out = p->number;
+    return 0;
+}
+
+static void free_finding(struct bcpm_finding *f)
+{
+    free(f->rule);
+    free(f->file);
+    free(f->tensor);
+    free(f->message);
+}
+
+void bcpm_ruleset_apply(const struct bcpm_ruleset *rs, struct bcpm_findings *findings,
+                        size_t first)
+{
+    size_t kept = first;
+
+    for (size_t i = first; i < findings->count; i++) {
+        struct bcpm_finding *f = &findings->items[i];
+        const struct rule_check *c = rules_find_id(rs, f->rule);
+
+        if (c && !c->enabled) {
+            free_finding(f);
+            continue;
+        }
+        if (c)
+            f->severity = c->severity;
+        findings->items[kept++] = *f;
+    }
+    findings->count = kept;
+}
+
 /* ---- lookups ---- */
 
 static int selects(const struct rule_check *c, const char *name, enum bcpm_tensor_role role)

@@ -97,7 +97,7 @@ struct bcpm_ruleset {
     size_t nglobals;
 };
 
-/* What one rule file holds, before it is merged into a rule set. */
+/* The entries of one rule file, before they are merged into a rule set. */
 struct rule_file {
     struct rule_check *checks;
     size_t nchecks;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/checked.h"
 #include "quant/quant.h"
 
 /* Group structure parameters from the ternary.groups rule. */
@@ -190,8 +191,53 @@ static int64_t rule_group_size(const struct check_ctx *ctx, const struct bcpm_te
     return (int64_t)rules_param_number(c, "group_size", -1);
 }
 
+/*
+ * Value statistics of a tensor whose every group is ternary, from the scan
+ * alone: each group adds codes[0] values of -s, codes[1] zeros and codes[2]
+ * values of +s. This saves a second read of the tensor. Returns 0, or -1
+ * when a group is not ternary and the values must be read again.
+ */
+static int derive_stats(const struct bcpm_ternary_scan *scan, struct bcpm_value_stats *vs)
+{
+    uint64_t groups = scan->rows * scan->groups_per_row;
+
+    if (scan->groups_ternary != groups || scan->nonfinite != 0 || !scan->groups)
+        return -1;
+    memset(vs, 0, sizeof(*vs));
+    vs->first_nonfinite = -1;
+    for (uint64_t k = 0; k < groups; k++) {
+        const struct bcpm_ternary_group *g = &scan->groups[k];
+        double s = g->scale, low, high;
+        uint64_t n = (uint64_t)g->codes[0] + g->codes[1] + g->codes[2];
+
+        /* The smallest value present is -s, else 0, else +s; the largest the other way round. */
+        if (g->codes[0])
+            low = -s;
+        else if (g->codes[1])
+            low = 0;
+        else
+            low = s;
+        if (g->codes[2])
+            high = s;
+        else if (g->codes[1])
+            high = 0;
+        else
+            high = -s;
+
+        if (vs->count == 0 || low < vs->min)
+            vs->min = low;
+        if (vs->count == 0 || high > vs->max)
+            vs->max = high;
+        vs->count += n;
+        vs->zeros += g->codes[1];
+        vs->sum += s * ((double)g->codes[2] - (double)g->codes[0]);
+        vs->sum_squares += s * s * ((double)g->codes[2] + (double)g->codes[0]);
+    }
+    return 0;
+}
+
 static int scan_ternary(struct check_ctx *ctx, size_t i, const struct bcpm_quant_options *options,
-                        struct bcpm_error *err)
+                        struct bcpm_value_stats *derived, int *have_stats, struct bcpm_error *err)
 {
     const struct bcpm_tensor *t = &ctx->cat->tensors[i];
     struct ternary_summary *s = &ctx->info[i].ternary;
@@ -238,6 +284,7 @@ static int scan_ternary(struct check_ctx *ctx, size_t i, const struct bcpm_quant
     memcpy(s->codes, scan.codes, sizeof(s->codes));
     summarize(t, &scan, &rule, s, scales, capacity);
     s->scanned = 1;
+    *have_stats = derive_stats(&scan, derived) == 0;
     free(scales);
     bcpm_ternary_scan_free(&scan);
     return 0;
@@ -285,33 +332,65 @@ static void fill_ternary_stats(struct check_ctx *ctx, size_t i)
     st->shards_per_row = s->groups_sharded ? s->shard_count : 1;
 }
 
+/*
+ * 1 when elements of t overlap in storage (a stride of 0 or overlapping
+ * strides): its element count then exceeds what its byte extent holds, and
+ * could be astronomically large for a few bytes of file.
+ */
+static int overlapping_view(const struct bcpm_tensor *t)
+{
+    uint64_t bytes;
+
+    return bcpm_mul_u64(t->numel, bcpm_dtype_size(t->dtype), &bytes) != 0 || bytes > t->nbytes;
+}
+
+static void report_overlap(struct check_ctx *ctx, size_t i)
+{
+    const struct bcpm_tensor *t = &ctx->cat->tensors[i];
+    const struct rule_check *c = rules_select(ctx->rs, "layout.shape", t->name,
+                                              ctx->info[i].role);
+    char shape[256], strides[256];
+
+    check_report(ctx, c, c ? c->severity : BCPM_SEVERITY_ERROR, check_tensor_file(ctx, i),
+                 t->name, "shape %s with strides %s makes %llu elements share %llu bytes of "
+                 "storage; a saved parameter never overlaps itself, and its values were not "
+                 "checked", check_format_shape(shape, sizeof(shape), t->shape, t->ndim),
+                 check_format_shape(strides, sizeof(strides), t->strides, t->ndim),
+                 (unsigned long long)t->numel, (unsigned long long)t->nbytes);
+}
+
 static int scan_one(struct check_ctx *ctx, size_t i, struct bcpm_error *err)
 {
     const struct bcpm_tensor *t = &ctx->cat->tensors[i];
     int ternary = ctx->info[i].role == BCPM_ROLE_TERNARY && bcpm_dtype_is_float(t->dtype);
     struct bcpm_quant_options options = { .threads = ctx->opt->threads };
     struct bcpm_value_stats vs;
-    int rc;
+    int have_stats = 0, rc;
 
     ctx->info[i].first_nonfinite = -1;
     if (t->numel == 0 || !t->data)
         return 0;
-
-    /* The pages are dropped after the last read of the tensor, not between the two kernels. */
-    if (!ternary)
-        options.release = bcpm_quant_tensor_map(ctx->cat, t);
-    rc = bcpm_value_stats_ex(t, &options, &vs, err);
-    if (rc != 0)
-        return rc;
-    fill_value_stats(ctx, i, &vs);
-    if (!ternary)
+    if (overlapping_view(t)) {
+        report_overlap(ctx, i);
         return 0;
-
+    }
     options.release = bcpm_quant_tensor_map(ctx->cat, t);
-    rc = scan_ternary(ctx, i, &options, err);
-    if (rc == 0 && ctx->info[i].ternary.scanned)
-        fill_ternary_stats(ctx, i);
-    return rc;
+
+    /* A ternary tensor is scanned first: when every group is ternary the scan gives the statistics. */
+    if (ternary) {
+        rc = scan_ternary(ctx, i, &options, &vs, &have_stats, err);
+        if (rc != 0)
+            return rc;
+        if (ctx->info[i].ternary.scanned)
+            fill_ternary_stats(ctx, i);
+    }
+    if (!have_stats) {
+        rc = bcpm_value_stats_ex(t, &options, &vs, err);
+        if (rc != 0)
+            return rc;
+    }
+    fill_value_stats(ctx, i, &vs);
+    return 0;
 }
 
 struct position {
@@ -365,7 +444,8 @@ static int copy_view(struct check_ctx *ctx, size_t from, size_t to)
     struct bcpm_tensor_stats *dst = &ctx->stats[to];
     const struct bcpm_tensor_stats *src = &ctx->stats[from];
 
-    if (ctx->info[to].role != ctx->info[from].role)
+    /* A ternary scan is needed for a ternary view, and only a ternary source has one. */
+    if (ctx->info[to].role == BCPM_ROLE_TERNARY && !ctx->info[from].ternary.scanned)
         return 0;
     dst->nan = src->nan;
     dst->inf = src->inf;
@@ -375,7 +455,7 @@ static int copy_view(struct check_ctx *ctx, size_t from, size_t to)
     dst->std = src->std;
     ctx->info[to].first_nonfinite = ctx->info[from].first_nonfinite;
     ctx->info[to].nonfinite_value = ctx->info[from].nonfinite_value;
-    if (ctx->info[from].ternary.scanned) {
+    if (ctx->info[to].role == BCPM_ROLE_TERNARY) {
         ctx->info[to].ternary = ctx->info[from].ternary;
         fill_ternary_stats(ctx, to);
     }

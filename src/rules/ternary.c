@@ -307,7 +307,8 @@ static struct stage_count count_stage(const struct check_ctx *ctx, const size_t 
         size_t i = order[k];
         const struct ternary_summary *s = &ctx->info[i].ternary;
 
-        if (!s->scanned || s->groups == 0)
+        /* An all-zero tensor (a zero-initialised projection) fits either stage. */
+        if (!s->scanned || s->groups == 0 || (s->scale_count == 0 && s->groups_bad == 0))
             continue;
         n.ternary++;
         if (looks_latent(ctx, s)) {

@@ -92,7 +92,7 @@ struct bcpm_pickle_limits {
     uint64_t max_memo;            /* memo entries */
     uint64_t max_container_items; /* items in one list, dict, tuple or set */
     uint64_t max_string_bytes;    /* bytes in one string or bytes object */
-    uint64_t max_total_bytes;     /* all strings and bytes together */
+    uint64_t max_total_bytes;     /* memory of the value tree: values, strings, memo and key tables */
 };
 
 /* One allowed pickle global; name "*" allows every name in module. */

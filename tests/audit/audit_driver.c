@@ -14,9 +14,9 @@
  *                                           memory-read floor) and print the time
  *   --repeat N records N runs, one transaction each, in one process (benchmark).
  *
- * The synthetic content is a pure function of the arguments (tensor i,
- * finding j; see make_tensor and make_finding), so tests can state what a
- * run must contain without running this program.
+ * The synthetic content depends only on the arguments (see make_tensor and
+ * make_finding). Tests can therefore state what a run must contain without
+ * running this program.
  */
 #include <inttypes.h>
 #include <math.h>

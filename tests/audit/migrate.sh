@@ -1,8 +1,8 @@
 #!/bin/sh
-# The committed database written by the first released schema (version 1,
-# see fixtures/audit/README) opens with the current code, is upgraded in
-# place when the schema has moved on, reads back with the content that
-# tools/gen_audit_fixture.sh wrote, and its hash chain verifies.
+# The committed database of the first released schema (version 1, see
+# fixtures/audit/README) opens with the current code, which upgrades it in
+# place when the schema has moved on. Its runs read back with the content
+# that tools/gen_audit_fixture.sh wrote, and its hash chain verifies.
 # Usage: migrate.sh BITCPM_AUDIT FIXTURE_DB
 set -u
 audit=$1

@@ -1,9 +1,9 @@
 /*
  * Unit tests of the audit store: command-line quoting, the default path,
  * opening (pragmas, schema version, rejection of newer files), a recorded
- * run read back field by field, compare, and the digests against the
- * reference tools (xxh128sum and sha256sum outputs committed beside the
- * sample in fixtures/audit/).
+ * run read back field by field, compare, and verify. The digests are checked
+ * against the outputs of xxh128sum and sha256sum committed beside the sample
+ * in fixtures/audit/.
  */
 #include <setjmp.h>
 #include <stdarg.h>

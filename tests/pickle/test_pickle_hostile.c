@@ -1,8 +1,9 @@
 /*
- * The pickle machine on hostile and broken input: every committed fixture of
- * fixtures/hostile/pickle/ with its exact status, message words and opcode
- * offset; the security findings for os.system, eval and unknown globals;
- * each resource cap; and the classification of globals.
+ * The pickle machine on hostile and broken input. Every committed fixture of
+ * fixtures/hostile/pickle/ is checked for its exact status, message words and
+ * opcode offset. Further tests cover the security findings for os.system,
+ * eval and unknown globals, each resource cap, and the classification of
+ * globals.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -72,12 +73,17 @@ static const struct broken_case broken_cases[] = {
      {"pickle opcode TUPLE", "max_nesting (256 levels)", NULL}},
     {"memo_never_stored.pkl", BCPM_ERR_CORRUPT, 5,
      {"pickle opcode BINGET", "memo index 5 was never stored", NULL}},
+    /* Tuple i of the DAG expands to 2^(i+1) - 1 values; i = 26 passes 2^26
+     * (the default max_opcodes). Iteration i starts at 6 + 8 (i - 1), its
+     * TUPLE2 four bytes later. */
+    {"shared_expansion.pkl", BCPM_ERR_LIMIT, 6 + 8 * 25 + 4,
+     {"pickle opcode TUPLE2", "expand to more than max_opcodes (67108864)", NULL}},
     {"truncated_no_stop.pkl", BCPM_ERR_CORRUPT, 14,
      {"ends after 14 bytes without a STOP opcode", NULL, NULL}},
     {"huge_length.pkl", BCPM_ERR_CORRUPT, 2,
      {"pickle opcode BINUNICODE8", "4611686018427387904 bytes needed, 4 left", NULL}},
     {"unknown_opcode.pkl", BCPM_ERR_CORRUPT, 2,
-     {"unknown opcode byte 0xff", NULL, NULL}},
+     {"pickle opcode 0xff", "not an opcode of pickle protocols 0 to 5", NULL}},
     {"ext1.pkl", BCPM_ERR_UNSUPPORTED, 2,
      {"pickle opcode EXT1", "extension registry", NULL}},
     {"next_buffer.pkl", BCPM_ERR_UNSUPPORTED, 2,
@@ -491,6 +497,38 @@ static void limit_total_bytes(void **state)
     assert_int_equal(load_bytes(data, used, &limits, &err), 0);
 }
 
+/* Sparse memo indices go to a hash table, whose memory counts too. */
+static void limit_total_bytes_memo(void **state)
+{
+    struct bcpm_pickle_limits limits = {0};
+    struct bcpm_error err;
+    size_t n = 2000, used = 0, i;
+    uint8_t *data = malloc(5 + 5 * n);
+
+    (void)state;
+    assert_non_null(data);
+    data[used++] = 'K';
+    data[used++] = 1;
+    for (i = 0; i < n; i++) {
+        uint32_t index = 1000000u + 7919u * (uint32_t)i;
+
+        data[used++] = 'r';
+        data[used++] = (uint8_t)index;
+        data[used++] = (uint8_t)(index >> 8);
+        data[used++] = (uint8_t)(index >> 16);
+        data[used++] = (uint8_t)(index >> 24);
+    }
+    data[used++] = '.';
+
+    limits.max_total_bytes = 100000;
+    assert_int_equal(load_bytes(data, used, &limits, &err), BCPM_ERR_LIMIT);
+    assert_contains(err.message, "pickle opcode LONG_BINPUT");
+    assert_contains(err.message, "max_total_bytes (100000 bytes)");
+    limits.max_total_bytes = 1 << 20;
+    assert_int_equal(load_bytes(data, used, &limits, &err), 0);
+    free(data);
+}
+
 static void limit_big_decimal(void **state)
 {
     char data[5000];
@@ -551,6 +589,11 @@ static void classify_globals(void **state)
         {"foo.bar", "Baz", BCPM_GLOBAL_UNKNOWN},
         {"osx", "thing", BCPM_GLOBAL_UNKNOWN},      /* "os" matches only at a dot */
         {"torch", "load", BCPM_GLOBAL_DANGEROUS},
+        {"torch.storage", "_load_from_bytes", BCPM_GLOBAL_DANGEROUS},
+        {"torch._utils", "_rebuild_tensor_v2.__globals__", BCPM_GLOBAL_DANGEROUS},
+        {"torch._utils", "_rebuild_tensor_v2.x", BCPM_GLOBAL_UNKNOWN},
+        {"torch", "cuda.FloatStorage", BCPM_GLOBAL_UNKNOWN},
+        {"collections", "OrderedDict.fromkeys", BCPM_GLOBAL_UNKNOWN},
         {"", "x", BCPM_GLOBAL_UNKNOWN},
     };
     size_t i;
@@ -647,6 +690,7 @@ int main(void)
         cmocka_unit_test(limit_memo),
         cmocka_unit_test(limit_string_bytes),
         cmocka_unit_test(limit_total_bytes),
+        cmocka_unit_test(limit_total_bytes_memo),
         cmocka_unit_test(limit_big_decimal),
         cmocka_unit_test(classify_globals),
         cmocka_unit_test(findings_once_per_global),

@@ -71,6 +71,70 @@ static void sample_protocol_3(void **state) { (void)state; check_canonical("samp
 static void sample_protocol_4(void **state) { (void)state; check_canonical("sample_p4.pkl"); }
 static void sample_protocol_5(void **state) { (void)state; check_canonical("sample_p5.pkl"); }
 static void python2_text_opcodes(void **state) { (void)state; check_canonical("python2_text.pkl"); }
+static void rare_opcodes(void **state) { (void)state; check_canonical("rare_opcodes.pkl"); }
+
+/* INST, OBJ, NEWOBJ_EX and a text PERSID, as assembled in calls_pickle() of
+ * the generator; global offsets come from pickletools. */
+static void calls_become_objects(void **state)
+{
+    json_t *globals = json_object_get(json_object_get(expected, "calls.pkl"), "globals");
+    static const char *const names[] = {"Klass", "Other", "Third"};
+    struct fixture fx;
+    struct bcpm_pickle *pickle = NULL;
+    struct bcpm_findings findings = {0};
+    struct bcpm_error err;
+    const struct bcpm_pickle_value *root, *item, *kwargs;
+    size_t i;
+
+    (void)state;
+    fixture_read(&fx, "pickle/calls.pkl");
+    if (load_fixture(&pickle, &fx, NULL, &findings, &err) != 0)
+        fail_msg("calls.pkl: %s", err.message);
+    root = bcpm_pickle_root(pickle);
+    assert_int_equal(root->kind, BCPM_PICKLE_TUPLE);
+    assert_int_equal(root->u.seq.count, 4);
+
+    /* One unknown-global finding per class, at the opcode Python reported. */
+    assert_int_equal(findings.count, 3);
+    for (i = 0; i < 3; i++) {
+        json_t *g = json_array_get(globals, i);
+        char qualified[64];
+
+        snprintf(qualified, sizeof(qualified), "foo.mod.%s", names[i]);
+        assert_string_equal(json_string_value(json_object_get(g, "name")), names[i]);
+        assert_string_equal(findings.items[i].rule, "security.unknown-global");
+        assert_string_equal(findings.items[i].tensor, qualified);
+        assert_int_equal(findings.items[i].offset, json_integer_value(json_object_get(g, "offset")));
+
+        item = root->u.seq.items[i];
+        assert_int_equal(item->kind, BCPM_PICKLE_OBJECT);
+        assert_true(bcpm_pickle_is_global(item, "foo.mod", names[i]));
+        assert_int_equal(item->u.object.callable->u.global.cls, BCPM_GLOBAL_UNKNOWN);
+        assert_int_equal(item->u.object.args->kind, BCPM_PICKLE_TUPLE);
+    }
+
+    /* INST's global comes from the opcode itself, so the object and the
+     * finding share its offset. */
+    assert_int_equal(root->u.seq.items[0]->offset, findings.items[0].offset);
+    assert_int_equal(root->u.seq.items[0]->u.object.args->u.seq.count, 1);
+    assert_int_equal(root->u.seq.items[0]->u.object.args->u.seq.items[0]->u.integer, 1);
+    assert_int_equal(root->u.seq.items[1]->u.object.args->u.seq.count, 2);
+    assert_int_equal(root->u.seq.items[1]->u.object.args->u.seq.items[1]->u.integer, 3);
+    assert_int_equal(root->u.seq.items[2]->u.object.args->u.seq.items[0]->u.integer, 4);
+    kwargs = root->u.seq.items[2]->u.object.kwargs;
+    assert_non_null(kwargs);
+    assert_int_equal(bcpm_pickle_dict_get(kwargs, "k")->kind, BCPM_PICKLE_BOOL);
+    assert_true(bcpm_pickle_dict_get(kwargs, "k")->u.boolean);
+
+    item = root->u.seq.items[3];
+    assert_int_equal(item->kind, BCPM_PICKLE_PERSID);
+    assert_int_equal(item->u.persid.pid->kind, BCPM_PICKLE_STRING);
+    assert_string_equal(item->u.persid.pid->u.text.data, "key-0");
+
+    bcpm_pickle_free(pickle);
+    bcpm_findings_clear(&findings);
+    fixture_free(&fx);
+}
 
 /* ---------------------------------------------------------------- torch state dicts */
 
@@ -223,7 +287,7 @@ static void torch_state_shared_storage(void **state)
 
 /* ---------------------------------------------------------------- framing */
 
-/* Two pickles back to back, as in a legacy torch file: consumed() says where
+/* Two pickles back to back, as in a legacy torch file: consumed() returns where
  * the second starts, and offsets count from base_offset. */
 static void consumed_and_base_offset(void **state)
 {
@@ -425,6 +489,8 @@ int main(void)
         cmocka_unit_test(sample_protocol_4),
         cmocka_unit_test(sample_protocol_5),
         cmocka_unit_test(python2_text_opcodes),
+        cmocka_unit_test(rare_opcodes),
+        cmocka_unit_test(calls_become_objects),
         cmocka_unit_test(torch_state_protocol_2),
         cmocka_unit_test(torch_state_protocol_4),
         cmocka_unit_test(torch_state_shared_storage),

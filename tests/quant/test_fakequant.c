@@ -276,6 +276,59 @@ static void fakequant_group_size_must_divide(void **state)
     assert_string_equal(err.entry, "layers.0.q_proj.weight");
 }
 
+/* The code of w / s the slow way: divide, round the quotient as the policy does, compare. */
+static int8_t code_by_division(float w, float s, enum bcpm_compute policy, enum bcpm_dtype half)
+{
+    float q = w / s;
+
+    if (policy == BCPM_COMPUTE_HALF)
+        q = bcpm_fakequant_round_to(half, q);
+    if (q > 0.5f)
+        return 1;
+    if (q < -0.5f)
+        return -1;
+    return 0;
+}
+
+/* Codes from the threshold equal codes from division and rounding, near the ties too. */
+static void fakequant_threshold_equals_division(void **state)
+{
+    const float scales[] = {0.02f, 0.0123456f, 1e-5f, 3e-39f, 1e30f, 0.0f, INFINITY};
+    const enum bcpm_dtype halves[] = {BCPM_DTYPE_BF16, BCPM_DTYPE_F16};
+    uint32_t seed = 99;
+    uint64_t checked = 0;
+
+    (void)state;
+    for (size_t j = 0; j < sizeof(scales) / sizeof(scales[0]); j++) {
+        for (int p = 0; p < 2; p++) {
+            for (int h = 0; h < 2; h++) {
+                enum bcpm_compute policy = p ? BCPM_COMPUTE_HALF : BCPM_COMPUTE_FLOAT32;
+                float t = bcpm_fakequant_threshold(scales[j], policy, halves[h]);
+                for (int i = 0; i < 20000; i++) {
+                    float w;
+                    int8_t expected, got;
+                    seed = seed * 1664525u + 1013904223u;
+                    /* Walk the floats around +-0.5 s, +-(0.5 + 2^-9) s and +-(0.5 + 2^-12) s. */
+                    w = scales[j] * (i % 3 == 0 ? 0.5f : i % 3 == 1 ? 0.501953125f : 0.500244140625f);
+                    for (int step = (int)(seed >> 24) % 64 - 32; step != 0;
+                         step += step > 0 ? -1 : 1)
+                        w = nextafterf(w, step > 0 ? INFINITY : 0.0f);
+                    if (seed & 1)
+                        w = -w;
+                    expected = code_by_division(w, scales[j], policy, halves[h]);
+                    got = w > t ? 1 : w < -t ? -1 : 0;
+                    if (expected != got)
+                        print_error("s %.9g w %.9g policy %d half %d: division %d threshold %d\n",
+                                    scales[j], w, p, h, expected, got);
+                    assert_int_equal(got, expected);
+                    checked++;
+                }
+            }
+        }
+    }
+    print_message("%llu elements near the code thresholds agree\n", (unsigned long long)checked);
+}
+
 /* The latent-only preview counts what PyTorch's float32-policy export holds. */
 static void fakequant_preview_counts(void **state)
 {
@@ -325,6 +378,7 @@ int main(void)
         cmocka_unit_test(fakequant_paths_agree),
         cmocka_unit_test(fakequant_group_size_must_divide),
         cmocka_unit_test(fakequant_preview_counts),
+        cmocka_unit_test(fakequant_threshold_equals_division),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

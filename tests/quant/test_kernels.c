@@ -1,7 +1,7 @@
 /*
  * Each SIMD table against the scalar table, kernel by kernel, on inputs
  * chosen to hit the corners: lengths around the vector widths, runs broken
- * at every position, quotients at and next to the +-0.5 threshold, NaN,
+ * at every position, values at and next to the code thresholds, NaN,
  * infinities, subnormals and negative zeros. Results must agree bit for bit.
  */
 #include <math.h>
@@ -118,6 +118,66 @@ static void check_ternary_run(const struct bcpm_quant_kernels *k,
     }
 }
 
+static void check_stored_codes(const struct bcpm_quant_kernels *k,
+                               const struct bcpm_quant_kernels *s)
+{
+    uint16_t x[N];
+    int8_t a[N], b[N];
+    uint32_t seed = 5;
+    uint16_t mag = bcpm_f32_to_bf16(0.0234f);
+
+    for (int i = 0; i < N; i++) {
+        uint32_t r = next_random(&seed) % 6;
+        x[i] = r == 0 ? 0 : r == 1 ? 0x8000u : r == 2 ? mag : r == 3 ? (uint16_t)(mag | 0x8000u)
+             : r == 4 ? 0x7fc0u : bcpm_f32_to_bf16(-0.5f);
+    }
+    for (size_t n = 0; n <= N; n += (n < 70 ? 1 : 23)) {
+        /* Magnitude 0 is what a group of zeros passes. */
+        for (int zero_magnitude = 0; zero_magnitude < 2; zero_magnitude++) {
+            uint16_t m = zero_magnitude ? 0 : mag;
+            uint64_t ca[4] = {0}, cb[4] = {0};
+            k->stored_codes_bf16(x, n, m, a, ca);
+            s->stored_codes_bf16(x, n, m, b, cb);
+            assert_memory_equal(a, b, n);
+            assert_memory_equal(ca, cb, sizeof(ca));
+        }
+    }
+}
+
+static void kernels_stored_codes(void **state)
+{
+    (void)state;
+    each_table(check_stored_codes);
+}
+
+static void check_stats(const struct bcpm_quant_kernels *k, const struct bcpm_quant_kernels *s)
+{
+    uint16_t x[N];
+    uint32_t seed = 17;
+
+    for (int i = 0; i < N; i++)
+        x[i] = bcpm_f32_to_bf16(random_weight(&seed));
+    for (size_t n = 0; n <= N; n += (n < 70 ? 1 : 19)) {
+        struct bcpm_stats_block a, b;
+        k->stats_bf16(x, n, &a);
+        s->stats_bf16(x, n, &b);
+        assert_int_equal(a.nan, b.nan);
+        assert_int_equal(a.inf, b.inf);
+        assert_int_equal(a.zeros, b.zeros);
+        assert_memory_equal(&a.min, &b.min, sizeof(a.min));
+        assert_memory_equal(&a.max, &b.max, sizeof(a.max));
+        assert_memory_equal(&a.sum, &b.sum, sizeof(a.sum));
+        assert_memory_equal(&a.sum_squares, &b.sum_squares, sizeof(a.sum_squares));
+        assert_int_equal(k->count_nonfinite_bf16(x, n), s->count_nonfinite_bf16(x, n));
+    }
+}
+
+static void kernels_stats(void **state)
+{
+    (void)state;
+    each_table(check_stats);
+}
+
 static void kernels_ternary_run(void **state)
 {
     (void)state;
@@ -130,8 +190,8 @@ static void check_codes(const struct bcpm_quant_kernels *k, const struct bcpm_qu
     float w[N];
     uint16_t raw[N];
     float wide_a[N], wide_b[N];
-    int8_t a[N], b[N];
-    const float scales[] = {0.02f, nextafterf(0.02f, 0.0f), 1e-5f, INFINITY, NAN};
+    int8_t a[N], b[N], a1[N], b1[N];
+    const float thresholds[] = {0.01f, nextafterf(0.01f, 0.0f), 0.0f, 1e-40f, INFINITY, NAN};
 
     for (int i = 0; i < N; i++) {
         w[i] = random_weight(&seed);
@@ -141,13 +201,15 @@ static void check_codes(const struct bcpm_quant_kernels *k, const struct bcpm_qu
         k->bf16_to_f32(raw, n, wide_a);
         s->bf16_to_f32(raw, n, wide_b);
         assert_memory_equal(wide_a, wide_b, n * sizeof(float));
-        for (size_t j = 0; j < sizeof(scales) / sizeof(scales[0]); j++) {
-            k->codes_f32(w, n, scales[j], a);
-            s->codes_f32(w, n, scales[j], b);
+        for (size_t j = 0; j < sizeof(thresholds) / sizeof(thresholds[0]); j++) {
+            float other = thresholds[(j + 1) % (sizeof(thresholds) / sizeof(thresholds[0]))];
+            k->codes_threshold(w, n, thresholds[j], a);
+            s->codes_threshold(w, n, thresholds[j], b);
             assert_memory_equal(a, b, n);
-            k->codes_bf16(w, n, scales[j], a);
-            s->codes_bf16(w, n, scales[j], b);
+            k->codes_threshold2_bf16(raw, n, thresholds[j], other, a, a1);
+            s->codes_threshold2_bf16(raw, n, thresholds[j], other, b, b1);
             assert_memory_equal(a, b, n);
+            assert_memory_equal(a1, b1, n);
         }
     }
 }
@@ -163,6 +225,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(kernels_abs_sum),
         cmocka_unit_test(kernels_ternary_run),
+        cmocka_unit_test(kernels_stored_codes),
+        cmocka_unit_test(kernels_stats),
         cmocka_unit_test(kernels_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -144,7 +144,7 @@ static void pairs_planted_defects(void **state)
         checked++;
     }
     fclose(f);
-    assert_int_equal(checked, 6);
+    assert_int_equal(checked, 7);
 }
 
 int main(void)

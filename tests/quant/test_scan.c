@@ -50,7 +50,7 @@ static void scan_ternary_bf16(void **state)
         assert_int_equal(scan.groups_per_row, 1);
         assert_int_equal(scan.groups_ternary, 4);
         assert_int_equal(scan.first_bad_row, -1);
-        /* Each row of 64 holds codes cycling from (r % 3) - 1: 21 or 22 of each. */
+        /* Each row of 64 contains codes cycling from (r % 3) - 1: 21 or 22 of each. */
         assert_int_equal(scan.codes[0] + scan.codes[1] + scan.codes[2], 256);
         assert_int_equal(scan.groups[0].codes[0], 22); /* row 0: -1 at c = 0, 3, ..., 63 */
         assert_int_equal(scan.groups[0].codes[1], 21);

@@ -565,6 +565,137 @@ static void options_forced_family(void **state)
     bcpm_check_result_free(&result);
 }
 
+/* A config with more layers than the file: one finding for the whole run of absent layers. */
+static void layout_absent_layer_range(void **state)
+{
+    struct bcpm_check_options options;
+    struct bcpm_check_result result;
+    const struct bcpm_finding *f;
+    struct bcpm_error err;
+    char path[] = "/tmp/bcpm-config-XXXXXX";
+    FILE *out;
+    int fd;
+
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    out = fdopen(fd, "w");
+    fputs("{\"model_type\": \"minicpm\", \"hidden_size\": 64, \"intermediate_size\": 128,"
+          " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"vocab_size\": 256,"
+          " \"num_hidden_layers\": 40}\n", out);
+    fclose(out);
+    bcpm_check_options_init(&options);
+    options.config_path = path;
+    assert_int_equal(run_check_with(rules, "minicpm-pseudo-zip/pytorch_model.bin", &options,
+                                    &result, &err), 0);
+    f = only_finding(&result, "layout.missing");
+    assert_string_equal(f->tensor, "model.layers.2");
+    assert_non_null(strstr(f->message, "layers 2 to 39 of 40 are missing (38 layers)"));
+    assert_int_equal(result.findings.count, 1);
+    bcpm_check_result_free(&result);
+    remove(path);
+}
+
+/*
+ * Without a config, a tensor of layer 999999 must not make the engine expect a
+ * million layers: the count is capped at 100000, the absent layers below it
+ * are one finding, and the tensor beyond it is unexpected.
+ */
+static void layout_huge_layer_index(void **state)
+{
+    struct bcpm_check_options options;
+    struct bcpm_check_result result;
+    const struct bcpm_finding *f;
+    struct bcpm_error err;
+
+    (void)state;
+    bcpm_check_options_init(&options);
+    assert_int_equal(run_check_with(rules, "noconfig-huge-layer-index/pytorch_model.bin",
+                                    &options, &result, &err), 0);
+    f = only_finding(&result, "layout.missing");
+    assert_non_null(strstr(f->message, "layers 2 to 99999 of 100000 are missing"));
+    f = only_finding(&result, "layout.unexpected");
+    assert_string_equal(f->tensor, "model.layers.999999.input_layernorm.weight");
+    assert_int_equal(result.findings.count, 2);
+    bcpm_check_result_free(&result);
+}
+
+/* A stride-0 view of 2^40 elements stored in 2 bytes is reported, not read element by element. */
+static void layout_overlapping_view(void **state)
+{
+    struct bcpm_check_options options;
+    struct bcpm_check_result result;
+    struct bcpm_error err;
+    size_t overlap = 0;
+
+    (void)state;
+    bcpm_check_options_init(&options);
+    assert_int_equal(run_check_with(rules, "hostile-broadcast/pytorch_model.bin", &options,
+                                    &result, &err), 0);
+    for (size_t i = 0; i < result.findings.count; i++) {
+        const struct bcpm_finding *f = &result.findings.items[i];
+
+        assert_string_equal(f->rule, "layout.shape");
+        assert_string_equal(f->tensor, "model.layers.0.input_layernorm.weight");
+        overlap += strstr(f->message, "makes 1099511627776 elements share 2 bytes") != NULL;
+    }
+    assert_int_equal(result.findings.count, 2);
+    assert_int_equal(overlap, 1);
+    bcpm_check_result_free(&result);
+}
+
+struct progress_log {
+    uint64_t calls, last_done, last_total;
+    int decreasing;
+};
+
+static void record_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    struct progress_log *log = ctx;
+
+    if (done < log->last_done)
+        log->decreasing = 1;
+    log->calls++;
+    log->last_done = done;
+    log->last_total = total;
+}
+
+/*
+ * Progress reaches the total once per tensor, and a tied head (the same bytes
+ * as the embedding in a torch.save file) gets the embedding's statistics.
+ */
+static void check_progress_and_tied_head(void **state)
+{
+    struct bcpm_check_options options;
+    struct bcpm_check_result result;
+    struct progress_log log = { 0, 0, 0, 0 };
+    const struct bcpm_tensor_stats *head, *embedding;
+    struct bcpm_error err;
+
+    (void)state;
+    bcpm_check_options_init(&options);
+    options.progress = record_progress;
+    options.progress_ctx = &log;
+    options.threads = 1;
+    assert_int_equal(run_check_with(rules, "minicpm-pseudo-zip/pytorch_model.bin", &options,
+                                    &result, &err), 0);
+    assert_int_equal(log.calls, result.ntensors);
+    assert_int_equal(log.decreasing, 0);
+    assert_true(log.last_total > 0);
+    assert_int_equal(log.last_done, log.last_total);
+
+    head = find_stats(&result, "lm_head.weight");
+    embedding = find_stats(&result, "model.embed_tokens.weight");
+    assert_non_null(head);
+    assert_non_null(embedding);
+    assert_int_equal(head->role, BCPM_ROLE_HEAD);
+    assert_int_equal(embedding->role, BCPM_ROLE_EMBEDDING);
+    assert_true(head->mean == embedding->mean);
+    assert_true(head->std == embedding->std);
+    assert_true(embedding->std > 0);
+    bcpm_check_result_free(&result);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -582,6 +713,10 @@ int main(void)
         cmocka_unit_test(options_config_path),
         cmocka_unit_test(options_config_errors),
         cmocka_unit_test(options_forced_family),
+        cmocka_unit_test(layout_absent_layer_range),
+        cmocka_unit_test(layout_huge_layer_index),
+        cmocka_unit_test(layout_overlapping_view),
+        cmocka_unit_test(check_progress_and_tied_head),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -191,6 +191,9 @@ static const struct bad_case bad_cases[] = {
       "expected a number in the list of parameter 'allowed_shards'" },
     { "", 0, 0, "the file is empty" },
     { "- a\n- b\n", 1, 1, "expected a mapping for the top level, found a list" },
+    { "checks: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+      "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+      1, 72, "nest deeper than 64 levels" },
 };
 
 static void rules_malformed_files(void **state)
@@ -245,6 +248,59 @@ static void rules_env_dir_missing(void **state)
     setenv("BITCPM_RULES_DIR", rules_dir, 1);
 }
 
+static void rules_param_lookup(void **state)
+{
+    struct bcpm_ruleset *rs = load_default();
+    double value = 0;
+
+    (void)state;
+    /* Values written in rules/common.yaml. */
+    assert_int_equal(bcpm_ruleset_param_number(rs, "reference.codes", "eps", &value), 0);
+    assert_true(value == 1e-5);
+    assert_int_equal(bcpm_ruleset_param_number(rs, "ternary.scale", "outlier_factor", &value), 0);
+    assert_true(value == 8);
+    assert_int_equal(bcpm_ruleset_param_number(rs, "ternary.values", "group_size", &value), 0);
+    assert_true(value == -1);
+    assert_int_equal(bcpm_ruleset_param_number(rs, "ternary.values", "eps", &value),
+                     BCPM_ERR_NOT_FOUND);
+    assert_int_equal(bcpm_ruleset_param_number(rs, "no.such", "eps", &value), BCPM_ERR_NOT_FOUND);
+    bcpm_ruleset_free(rs);
+}
+
+/* Findings raised outside the engine take the severity of their id, or go when it is disabled. */
+static void rules_apply_to_findings(void **state)
+{
+    struct bcpm_ruleset *rs = load_default();
+    struct bcpm_findings list = { 0 };
+    struct bcpm_error err;
+    const char *path = write_temp("checks:\n  - id: reference.boundary\n    enabled: false\n"
+                                  "  - id: security.unknown-global\n    severity: warning\n");
+
+    (void)state;
+    bcpm_error_clear(&err);
+    assert_int_equal(bcpm_ruleset_add_file(rs, path, &err), 0);
+    unlink(path);
+    assert_non_null(bcpm_findings_add(&list, "layout.missing", BCPM_SEVERITY_INFO, NULL, "a", "kept"));
+    assert_non_null(bcpm_findings_add(&list, "reference.boundary", BCPM_SEVERITY_INFO, NULL, "b", "dropped"));
+    assert_non_null(bcpm_findings_add(&list, "security.unknown-global", BCPM_SEVERITY_ERROR, NULL, "c", "lowered"));
+    assert_non_null(bcpm_findings_add(&list, "site.own", BCPM_SEVERITY_CRITICAL, NULL, "d", "as raised"));
+    assert_non_null(bcpm_findings_add(&list, "reference.codes", BCPM_SEVERITY_INFO, NULL, "e", "raised"));
+
+    /* From index 1 on: the first finding keeps its severity although layout.missing is error. */
+    bcpm_ruleset_apply(rs, &list, 1);
+    assert_int_equal(list.count, 4);
+    assert_string_equal(list.items[0].tensor, "a");
+    assert_int_equal(list.items[0].severity, BCPM_SEVERITY_INFO);
+    assert_string_equal(list.items[1].tensor, "c");
+    assert_int_equal(list.items[1].severity, BCPM_SEVERITY_WARNING);
+    assert_string_equal(list.items[2].tensor, "d");
+    assert_int_equal(list.items[2].severity, BCPM_SEVERITY_CRITICAL);
+    assert_string_equal(list.items[3].tensor, "e");
+    assert_int_equal(list.items[3].severity, BCPM_SEVERITY_ERROR);
+    bcpm_findings_clear(&list);
+    bcpm_ruleset_free(rs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +310,8 @@ int main(void)
         cmocka_unit_test(rules_malformed_files),
         cmocka_unit_test(rules_missing_file),
         cmocka_unit_test(rules_env_dir_missing),
+        cmocka_unit_test(rules_param_lookup),
+        cmocka_unit_test(rules_apply_to_findings),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

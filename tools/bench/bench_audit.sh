@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark the audit store, in two parts:
-#   1. history over 10,000 runs: records 10 models x 1,000 runs of 291 tensors
-#      and 5 findings each (an 8B checkpoint's tensor count), one transaction
-#      per run as bitcpm-check writes them, then times bitcpm-audit history
+#   1. history over 10,000 runs. Records 10 models x 1,000 runs of 291 tensors
+#      (an 8B checkpoint's tensor count) and 5 findings each, one transaction
+#      per run as bitcpm-check writes them. Then times bitcpm-audit history
 #      (all runs, --limit, --model, PATH) and verify.
 #   2. digest cost on a page-cached 1B-shaped checkpoint: xxh3-128 (and with
 #      SHA-256) against a plain read of every 64-bit word in the same windows,

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Benchmark the reference check (a pseudo-quantized checkpoint against the
+# fake-quant of its latent checkpoint) on page-cached BitCPM-shaped pairs,
+# against two baselines, in one run:
+#   - memscan: every 64-bit word of both files summed on all cores (the floor);
+#   - tools/bench/torch_reference.py: the same comparison written in PyTorch.
+#
+#   tools/bench/bench_reference.sh [BUILD_DIR] [WORK_DIR] [LAYERS] [TORCH_LAYERS]
+#
+# BUILD_DIR (default build) must hold libbitcpm.a. WORK_DIR (default
+# /tmp/bench-reference) receives an 8B-shaped pair with LAYERS decoder layers
+# (default 8; 32 is the full model, 2 x 16.4 GB) and a 1B-shaped pair with
+# TORCH_LAYERS layers (default 4) for the PyTorch baseline: torch.load of
+# PyTorch 1.13 reads whole files into memory, so PyTorch gets the smaller
+# pair, where the C check and memscan are timed again. Both files of a pair
+# must fit in the page cache together, or the timings measure the disk.
+# Each C timing is the best of three runs.
+set -euo pipefail
+
+build=${1:-build}
+work=${2:-/tmp/bench-reference}
+layers=${3:-8}
+torch_layers=${4:-4}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+threads=$(nproc)
+mkdir -p "$work"
+
+cc -O2 -pthread -o "$work/memscan" "$here/memscan.c"
+# shellcheck disable=SC2046
+cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I"$root/src" \
+    -o "$work/reference_bench" "$here/reference_bench.c" "$build/libbitcpm.a" \
+    $(pkg-config --libs sqlite3 zlib yaml-0.1 jansson libxxhash libcrypto) -lpthread -lm
+
+make_pair() { # shape layers prefix
+    local latent="$work/$3-latent.bin" pseudo="$work/$3-pseudo.bin"
+    [ -f "$latent" ] || /usr/bin/python3 "$here/make_8b_checkpoint.py" --shape "$1" \
+        --layers "$2" --stage latent --out "$latent"
+    [ -f "$pseudo" ] || /usr/bin/python3 "$here/make_reference_pair.py" --latent "$latent" \
+        --out "$pseudo"
+}
+
+best_of_three() { # command... ; prints the output line with the shortest "N.NNN s," time
+    for _ in 1 2 3; do "$@"; done | awk '
+        match($0, /[0-9.]+ s,/) {
+            t = substr($0, RSTART, RLENGTH - 3) + 0
+            if (line == "" || t < best) { best = t; line = $0 }
+        }
+        END { print line }'
+}
+
+run_pair() { # prefix
+    local latent="$work/$1-latent.bin" pseudo="$work/$1-pseudo.bin"
+    cat "$latent" "$pseudo" > /dev/null # into the page cache
+    echo "## $1: $(du -h "$pseudo" | cut -f1) + $(du -h "$latent" | cut -f1)"
+    best_of_three "$work/memscan" "$pseudo" "$threads"
+    best_of_three "$work/memscan" "$latent" "$threads"
+    best_of_three sh -c "'$work/reference_bench' '$pseudo' '$latent' $threads | head -n 1"
+}
+
+make_pair 8b "$layers" "8b-${layers}l"
+make_pair 1b "$torch_layers" "1b-${torch_layers}l"
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/ {print $2}') GiB"
+run_pair "8b-${layers}l"
+run_pair "1b-${torch_layers}l"
+/usr/bin/python3 "$here/torch_reference.py" --threads "$threads" \
+    "$work/1b-${torch_layers}l-pseudo.bin" "$work/1b-${torch_layers}l-latent.bin"
