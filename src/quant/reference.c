@@ -563,14 +563,6 @@ static void compare_rows(void *context, int worker, uint64_t begin, uint64_t end
         const uint8_t *lrow = bcpm_quant_row(job->latent, r, job->columns, b.scratch_latent);
         const uint8_t *prow = bcpm_quant_row(job->pseudo, r, job->columns, b.scratch_pseudo);
 
-        /* The compute per element is light, so overlap it with the next row's loads. */
-        if (r + 1 < end && job->latent->contiguous && job->pseudo->contiguous) {
-            bcpm_quant_prefetch(lrow + job->columns * bcpm_dtype_size(job->latent->dtype),
-                                job->columns * bcpm_dtype_size(job->latent->dtype));
-            bcpm_quant_prefetch(prow + job->columns * bcpm_dtype_size(job->pseudo->dtype),
-                                job->columns * bcpm_dtype_size(job->pseudo->dtype));
-        }
-
         /* BF16 rows are read in place; the kernels widen them in registers. */
         if (job->latent->dtype != BCPM_DTYPE_BF16)
             bcpm_fakequant_widen(job->latent->dtype, lrow, job->columns, b.w32, b.w_half);

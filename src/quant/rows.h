@@ -43,22 +43,6 @@ void bcpm_quant_release_rows(const struct bcpm_map *map, const struct bcpm_tenso
 /* Drop the pages of the whole tensor from the resident set (no-op when map is NULL). */
 void bcpm_quant_release_tensor(const struct bcpm_map *map, const struct bcpm_tensor *tensor);
 
-/*
- * Ask the CPU to start loading [p, p + bytes) into its caches, so that the
- * next row arrives while this one is computed (no-op without compiler
- * support).
- */
-static inline void bcpm_quant_prefetch(const uint8_t *p, uint64_t bytes)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    for (uint64_t off = 0; off < bytes; off += 64)
-        __builtin_prefetch(p + off, 0, 0);
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
 /* Rows handled between two releases: about 4 MiB of a tensor. */
 uint64_t bcpm_quant_release_stride(uint64_t row_bytes);
 

@@ -4,6 +4,8 @@
 # against two baselines, in one run:
 #   - memscan: every 64-bit word of both files summed on all cores (the floor);
 #   - tools/bench/torch_reference.py: the same comparison written in PyTorch.
+# It also times tools/bench/scan_bench.c, the ternary scan and value
+# statistics the rule engine runs on each file.
 #
 #   tools/bench/bench_reference.sh [BUILD_DIR] [WORK_DIR] [LAYERS] [TORCH_LAYERS]
 #
@@ -27,10 +29,12 @@ threads=$(nproc)
 mkdir -p "$work"
 
 cc -O2 -pthread -o "$work/memscan" "$here/memscan.c"
-# shellcheck disable=SC2046
-cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I"$root/src" \
-    -o "$work/reference_bench" "$here/reference_bench.c" "$build/libbitcpm.a" \
-    $(pkg-config --libs sqlite3 zlib yaml-0.1 jansson libxxhash libcrypto) -lpthread -lm
+for driver in reference_bench scan_bench; do
+    # shellcheck disable=SC2046
+    cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I"$root/src" \
+        -o "$work/$driver" "$here/$driver.c" "$build/libbitcpm.a" \
+        $(pkg-config --libs sqlite3 zlib yaml-0.1 jansson libxxhash libcrypto) -lpthread -lm
+done
 
 make_pair() { # shape layers prefix
     local latent="$work/$3-latent.bin" pseudo="$work/$3-pseudo.bin"
@@ -56,6 +60,8 @@ run_pair() { # prefix
     best_of_three "$work/memscan" "$pseudo" "$threads"
     best_of_three "$work/memscan" "$latent" "$threads"
     best_of_three sh -c "'$work/reference_bench' '$pseudo' '$latent' $threads | head -n 1"
+    best_of_three "$work/scan_bench" "$pseudo" "$threads"
+    best_of_three "$work/scan_bench" "$latent" "$threads"
 }
 
 make_pair 8b "$layers" "8b-${layers}l"
