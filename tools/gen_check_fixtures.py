@@ -21,6 +21,9 @@ legacy files still differ between runs in their storage keys, which PyTorch
 derives from object ids.
 
 Run from the repository root: /usr/bin/python3 tools/gen_check_fixtures.py
+To write only some of the checkpoints added after the first set (so that the
+committed legacy files keep their storage keys), name them with --only, for
+example --only defect-damaged-rows.
 """
 
 import argparse
@@ -342,6 +345,47 @@ def plant_more_defects(expect):
            "layout.shape", t)
 
 
+def write_damaged_rows():
+    """A damaged pseudo-quantized export: in every ternary tensor, 15 rows of each
+    32 are exact -s/0/+s and each of the other 17 has one or two values moved by
+    0.003, so that those rows hold 2 to 4 distinct magnitudes, far fewer than
+    latent weights. Its expectations go to expected.json beside it."""
+    cfg = CONFIGS["llama"]
+    sd = build_model("llama", "pseudo", 118)
+    tensors = {}
+    for name in sorted(sd):
+        if not any(name.endswith(t) for t in TERNARY):
+            continue
+        w = sd[name].clone()
+        rows, columns = w.shape
+        damaged = 0
+        first = None
+        for r in range(rows):
+            if r % 32 < 15:
+                continue
+            moved = [(3 * r + 1) % columns]
+            if r % 3 == 0:
+                moved.append((moved[0] + columns // 2) % columns)
+            for k, c in enumerate(moved):
+                w[r, c] = (w[r, c].float() + (0.003 if k == 0 else -0.003)).to(torch.bfloat16)
+            magnitudes = {float(x) for x in w[r].float().abs().unique() if x != 0}
+            assert 2 <= len(magnitudes) <= 4, (name, r, magnitudes)
+            damaged += 1
+            if first is None:
+                c = min(moved)
+                first = dict(row=r, column=c, value=float(w[r, c].float()))
+        sd[name] = w
+        tensors[name] = dict(groups=rows, groups_bad=damaged, **first)
+    path = write_model("defect-damaged-rows", cfg, sd, "zip")
+    fixturelib.write_json(os.path.join(OUT, "defect-damaged-rows", "expected.json"),
+                          dict(path=path, rule="ternary.values", stage="pseudo",
+                               tensors=tensors))
+
+
+# Checkpoints that --only can write alone.
+ADDED = {"defect-damaged-rows": write_damaged_rows}
+
+
 def build_model_layers(family, cfg, seed):
     """build_model for a config with another layer count."""
     saved = CONFIGS[family]
@@ -424,7 +468,17 @@ def write_size_configs():
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", action="append", choices=sorted(ADDED),
+                        help="write only this added checkpoint (repeatable)")
+    args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
+    if args.only:
+        for name in args.only:
+            ADDED[name]()
+        return
+    for write in ADDED.values():
+        write()
     good = []
     for k, family in enumerate(["minicpm", "llama"]):
         for j, stage in enumerate(["pseudo", "latent"]):

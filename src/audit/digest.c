@@ -7,6 +7,18 @@
 #include <xxhash.h>
 
 /*
+ * On x86 the library's default xxh3 entry points use SSE2 only; its
+ * dispatching ones pick AVX2 or AVX-512 at run time and hash twice as fast,
+ * which the in-pass digest needs to stay cheap. The header maps the plain
+ * names to them.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__has_include)
+#if __has_include(<xxh_x86dispatch.h>)
+#include <xxh_x86dispatch.h>
+#endif
+#endif
+
+/*
  * Window for bcpm_digest_file: large enough that the per-call overhead and
  * the madvise per window vanish against the hashing, small enough that the
  * resident set stays far below a checkpoint's size.

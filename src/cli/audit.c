@@ -38,7 +38,7 @@ static const struct option_spec options[] = {
     {"limit", 0, "N", "history: at most N runs, newest first [all]"},
     {"run", 0, "N", "export: only run N [all runs]"},
     {"help", 'h', NULL, "show this help and exit"},
-    {"version", 0, NULL, "show the version and exit"},
+    {"version", 'V', NULL, "show the version and exit"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

@@ -13,9 +13,17 @@
 
 #include "cli/check.h"
 #include "cli/cli_common.h"
+#include "format/zip.h"
 
 /* Rule id of a checkpoint that could not be read or checked to the end. */
 #define RULE_UNREADABLE "format.unreadable"
+
+/* Rule id of a stored zip entry whose bytes do not match its CRC-32 (--verify-crc). */
+#define RULE_CRC "format.crc"
+
+/* Rule ids of a report file or audit record that could not be written. */
+#define RULE_REPORT_UNWRITABLE "report.unwritable"
+#define RULE_AUDIT_UNWRITABLE "audit.unwritable"
 
 /* Highest --threads value accepted; more threads than this only add overhead. */
 #define MAX_THREADS 4096
@@ -39,6 +47,7 @@ struct settings {
     const char *audit_db;
     int no_audit;
     int sha256;
+    int verify_crc;
     enum cli_color color;
     int verbosity;                 /* -1 quiet, 0 normal, 1 verbose */
 };
@@ -59,8 +68,8 @@ enum {
     OPT_AUDIT_DB,
     OPT_NO_AUDIT,
     OPT_SHA256,
+    OPT_VERIFY_CRC,
     OPT_COLOR,
-    OPT_VERSION,
 };
 
 static const struct cli_option option_table[] = {
@@ -74,15 +83,16 @@ static const struct cli_option option_table[] = {
     {"reference", OPT_REFERENCE, "LATENT", "compare with the fake-quant of checkpoint LATENT"},
     {"compute", OPT_COMPUTE, "POLICY", "reference arithmetic: float32, bf16 or auto [auto]"},
     {"group-size", OPT_GROUP_SIZE, "N", "group size in columns, -1: one per row [rules]"},
-    {"eps", OPT_EPS, "X", "scale floor of the reference fake-quant [rules]"},
+    {"eps", OPT_EPS, "X", "scale floor of the fake-quant and export preview [rules]"},
     {"threads", OPT_THREADS, "N", "worker threads [one per online CPU]"},
     {"audit-db", OPT_AUDIT_DB, "PATH", "audit database [$BITCPM_AUDIT_DB or XDG default]"},
     {"no-audit", OPT_NO_AUDIT, NULL, "do not record this run in the audit database"},
     {"sha256", OPT_SHA256, NULL, "also record the SHA-256 of every checkpoint"},
+    {"verify-crc", OPT_VERIFY_CRC, NULL, "check the CRC-32 of stored tensor data in zip files"},
     {"color", OPT_COLOR, "WHEN", "colour the text report: auto, always or never [auto]"},
-    {"quiet", 'q', NULL, "print only the verdict line"},
+    {"quiet", 'q', NULL, "print only the verdict line (-q and -v: the last wins)"},
     {"verbose", 'v', NULL, "add per-tensor statistics and every finding"},
-    {"version", OPT_VERSION, NULL, "print the version and exit"},
+    {"version", 'V', NULL, "print the version and exit"},
     {"help", 'h', NULL, "print this help and exit"},
 };
 
@@ -208,6 +218,9 @@ static int handle_option(void *ctx, int code, const char *value)
     case OPT_SHA256:
         s->sha256 = 1;
         return CLI_CONTINUE;
+    case OPT_VERIFY_CRC:
+        s->verify_crc = 1;
+        return CLI_CONTINUE;
     case OPT_COLOR:
         if (cli_color_from_name(value, &s->color) != 0)
             return cli_usage_error(CHECK_PROGRAM,
@@ -219,7 +232,7 @@ static int handle_option(void *ctx, int code, const char *value)
     case 'v':
         s->verbosity = 1;
         return CLI_CONTINUE;
-    case OPT_VERSION:
+    case 'V':
         printf(CHECK_PROGRAM " " BCPM_VERSION "\n");
         return cli_close_stdout(CHECK_PROGRAM) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILED;
     default:
@@ -271,6 +284,30 @@ static void record_unreadable(struct bcpm_check_result *result, const char *path
                       "the checkpoint could not be checked: %s", err->message);
 }
 
+/*
+ * A path that could not be opened still gets an entry among the checked
+ * files (no format, stage unknown, no tensors), so that the reports list it
+ * and the audit database stores a file row that `bitcpm-audit history PATH`
+ * finds. Returns 0, or -1 when out of memory (the finding still gives the reason).
+ */
+static int add_unread_file(struct bcpm_check_result *result, const char *path)
+{
+    struct bcpm_checked_file *files = realloc(result->files,
+                                              (result->nfiles + 1) * sizeof(*files));
+
+    if (!files)
+        return -1;
+    result->files = files;
+    memset(&files[result->nfiles], 0, sizeof(files[0]));
+    files[result->nfiles].path = strdup(path);
+    if (!files[result->nfiles].path)
+        return -1;
+    files[result->nfiles].stage_detected = BCPM_STAGE_UNKNOWN;
+    files[result->nfiles].first_tensor = result->ntensors;
+    result->nfiles++;
+    return 0;
+}
+
 struct run {
     const struct settings *settings;
     struct bcpm_ruleset *rules;
@@ -280,6 +317,49 @@ struct run {
     struct check_reference reference;
     int failed;                    /* a path could not be checked, or a digest failed */
 };
+
+/*
+ * --verify-crc: check every stored entry of the catalog's PyTorch zip files
+ * against its CRC-32. The readers check data.pkl and deflated entries always,
+ * but not stored tensor data, which would read every weight a second time.
+ * A mismatch is a critical format.crc finding naming the entry. Returns 0, or
+ * -1 when a zip could not be read again (a format.unreadable finding gives the reason).
+ */
+static int verify_zip_crcs(struct bcpm_check_result *result, const struct bcpm_catalog *catalog)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < catalog->nfiles; i++) {
+        const struct bcpm_file *file = &catalog->files[i];
+        struct bcpm_zip *zip = NULL;
+        struct bcpm_error err;
+
+        if (file->format != BCPM_FORMAT_TORCH_ZIP)
+            continue;
+        bcpm_error_clear(&err);
+        if (bcpm_zip_open(&zip, file->map, &err) != 0) {
+            bcpm_error_file(&err, file->path);
+            record_unreadable(result, file->path, &err);
+            rc = -1;
+            continue;
+        }
+        for (size_t k = 0; k < zip->count; k++) {
+            const struct bcpm_zip_entry *entry = &zip->entries[k];
+            const uint8_t *data;
+            uint8_t *owned = NULL;
+
+            if (entry->method != BCPM_ZIP_METHOD_STORED)
+                continue;
+            bcpm_error_clear(&err);
+            if (bcpm_zip_read(zip, entry, 1, &data, &owned, &err) != 0)
+                bcpm_findings_add(&result->findings, RULE_CRC, BCPM_SEVERITY_CRITICAL,
+                                  file->path, entry->name, "%s", err.message);
+            free(owned);
+        }
+        bcpm_zip_close(zip);
+    }
+    return rc;
+}
 
 /* Open, digest and check one path; failures mark run->failed and go on. */
 static void check_path(struct run *run, const char *path)
@@ -300,6 +380,8 @@ static void check_path(struct run *run, const char *path)
     if (rc != 0) {
         bcpm_error_file(&err, path);
         record_unreadable(&run->result, path, &err);
+        if (add_unread_file(&run->result, path) != 0)
+            cli_error(CHECK_PROGRAM, "out of memory: %s is missing from the reports", path);
         run->failed = 1;
         return;
     }
@@ -315,6 +397,7 @@ static void check_path(struct run *run, const char *path)
     check_progress_begin(&run->progress, path);
 
     check_digest_start(&digest, &run->audit, catalog);
+    check_options.digest = digest.hook;
     rc = bcpm_check_catalog(run->rules, catalog, &check_options, &run->result, &err);
     if (check_digest_finish(&digest, &run->audit, &run->result, first_file) != CLI_CONTINUE)
         run->failed = 1;
@@ -327,6 +410,12 @@ static void check_path(struct run *run, const char *path)
 
     if (rc == 0 && s->reference_path &&
         check_reference_compare(&run->reference, run->rules, catalog, &run->result,
+                                first_file) != CLI_CONTINUE)
+        run->failed = 1;
+    if (rc == 0 && s->verify_crc && verify_zip_crcs(&run->result, catalog) != 0)
+        run->failed = 1;
+    if (rc == 0 && !s->reference_path &&
+        check_reference_preview(&run->reference, run->rules, catalog, &run->result,
                                 first_file) != CLI_CONTINUE)
         run->failed = 1;
     bcpm_catalog_free(catalog);
@@ -362,8 +451,24 @@ static void enabled_rules(const struct bcpm_ruleset *rs, struct bcpm_report_opti
     o->rule_descriptions = texts;
 }
 
-/* Write --junit and --sarif; returns CLI_CONTINUE or CLI_EXIT_FAILED. */
-static int write_report_files(const struct run *run, const struct bcpm_report_options *o)
+/*
+ * A run that exits 2 is never a pass: the result fails, and a critical
+ * finding names what could not be done, so that the reports written after
+ * this point (and the audit record) show it.
+ */
+static void record_not_run(struct run *run, const char *rule, const struct bcpm_error *err,
+                           const char *what)
+{
+    bcpm_findings_add(&run->result.findings, rule, BCPM_SEVERITY_CRITICAL,
+                      err->file[0] ? err->file : NULL, NULL, "%s: %s", what, err->message);
+    run->result.failed = 1;
+}
+
+/*
+ * Write --junit and --sarif; returns CLI_CONTINUE or CLI_EXIT_FAILED. A JUnit
+ * file that cannot be written is recorded before the SARIF log is written.
+ */
+static int write_report_files(struct run *run, const struct bcpm_report_options *o)
 {
     const struct settings *s = run->settings;
     struct bcpm_error err;
@@ -372,11 +477,13 @@ static int write_report_files(const struct run *run, const struct bcpm_report_op
     bcpm_error_clear(&err);
     if (s->junit_path && bcpm_report_junit(s->junit_path, &run->result, o, &err) != 0) {
         print_error(&err);
+        record_not_run(run, RULE_REPORT_UNWRITABLE, &err, "the JUnit report was not written");
         rc = CLI_EXIT_FAILED;
     }
     bcpm_error_clear(&err);
     if (s->sarif_path && bcpm_report_sarif(s->sarif_path, &run->result, o, &err) != 0) {
         print_error(&err);
+        record_not_run(run, RULE_REPORT_UNWRITABLE, &err, "the SARIF log was not written");
         rc = CLI_EXIT_FAILED;
     }
     return rc;
@@ -421,8 +528,11 @@ static int finish_run(struct run *run, char **paths, size_t npaths)
     int code;
 
     bcpm_check_result_finish(&run->result);
-    if (run->failed)
+    if (run->failed) {
+        /* Even when the finding with the reason is below --fail-on or disabled. */
+        run->result.failed = 1;
         code = CLI_EXIT_FAILED;
+    }
     else if (run->result.failed)
         code = CLI_EXIT_FINDINGS;
     else
@@ -439,8 +549,14 @@ static int finish_run(struct run *run, char **paths, size_t npaths)
 
     if (write_report_files(run, &o) != CLI_CONTINUE)
         code = CLI_EXIT_FAILED;
-    if (check_audit_record(&run->audit, &run->result, code) != CLI_CONTINUE)
+    if (check_audit_record(&run->audit, &run->result, code) != CLI_CONTINUE) {
+        struct bcpm_error err;
+
+        bcpm_error_set(&err, BCPM_ERR_IO, run->audit.path, NULL,
+                       "writing the audit database failed");
+        record_not_run(run, RULE_AUDIT_UNWRITABLE, &err, "the run was not recorded");
         code = CLI_EXIT_FAILED;
+    }
     if (write_stdout_report(run, &o) != CLI_CONTINUE)
         code = CLI_EXIT_FAILED;
 

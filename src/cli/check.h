@@ -47,7 +47,10 @@ void check_progress_clear(struct check_progress *p);
 
 /* ---- audit hookup (check_audit.c) ---- */
 
-/* A content digest of one catalog's files, computed on a thread beside the check. */
+struct bcpm_digest_stream;        /* audit/stream.h */
+struct bcpm_quant_digest;         /* quant/quant.h */
+
+/* A content digest of one catalog's files, fed by the check's own pass over the data. */
 struct check_digest_job {
     const struct bcpm_catalog *catalog;
     int sha256;
@@ -55,7 +58,8 @@ struct check_digest_job {
     int rc;
     struct bcpm_error err;
     struct bcpm_audit_file_digest digest;
-    void *thread;                  /* pthread_t, allocated while running */
+    struct bcpm_digest_stream *stream;    /* open between start and finish */
+    const struct bcpm_quant_digest *hook; /* for bcpm_check_options.digest; NULL when off */
 };
 
 struct check_audit {
@@ -76,7 +80,10 @@ struct check_audit {
 int check_audit_open(struct check_audit *a, int enabled, const char *db_option, int sha256,
                      int argc, char **argv);
 
-/* Start digesting catalog's files on a thread, unless the audit is off. */
+/*
+ * Start the digest of catalog's files, unless the audit is off; pass
+ * job->hook to bcpm_check_catalog as bcpm_check_options.digest.
+ */
 void check_digest_start(struct check_digest_job *job, const struct check_audit *a,
                         const struct bcpm_catalog *catalog);
 
@@ -106,9 +113,11 @@ struct check_reference {
     double eps;                    /* 0: the rule's */
     int threads;                   /* 0: one per online CPU */
     struct bcpm_catalog *latent;   /* opened on first use, shared by every PATH */
+    int latent_failed;             /* opening it failed; reported once, not retried */
     struct bcpm_report_reference *tensors; /* per-tensor numbers for the reports */
     char **names;                  /* owned copies of tensors[i].name and policy */
-    size_t ntensors, capacity;
+    size_t ntensors, capacity;    struct bcpm_report_preview *previews; /* latent-only mode, one per ternary tensor */
+    size_t npreviews, preview_capacity;
 };
 
 void check_reference_init(struct check_reference *r, const char *path, const char *compute,
@@ -119,13 +128,27 @@ void check_reference_init(struct check_reference *r, const char *path, const cha
  * first_file on) with the fake-quant of the latent reference. The findings
  * go to result and the per-tensor numbers are kept for the reports. Does
  * nothing without --reference. Returns CLI_CONTINUE or CLI_EXIT_FAILED after
- * printing why.
+ * printing why; a reference that cannot be read also adds a critical
+ * format.unreadable finding naming its path.
  */
 int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset *rs,
                             const struct bcpm_catalog *catalog,
                             struct bcpm_check_result *result, size_t first_file);
 
-/* Point the report options at the per-tensor numbers (nothing without --reference). */
+/*
+ * Without --reference, preview the export of a latent or finetuned
+ * checkpoint: recompute the fake-quant of every ternary tensor (files from
+ * first_file on) without storing it, keep the per-tensor numbers for the
+ * reports and add an info quant.eps-floor finding for each tensor with
+ * groups whose scale would be eps. Does nothing for other stages or with
+ * --reference. A tensor the preview cannot cover is named on stderr and
+ * skipped. Returns CLI_CONTINUE, or CLI_EXIT_FAILED when out of memory.
+ */
+int check_reference_preview(struct check_reference *r, const struct bcpm_ruleset *rs,
+                            const struct bcpm_catalog *catalog,
+                            struct bcpm_check_result *result, size_t first_file);
+
+/* Point the report options at the per-tensor numbers (comparison or preview). */
 void check_reference_report(const struct check_reference *r, struct bcpm_report_options *o);
 
 void check_reference_free(struct check_reference *r);

@@ -1,21 +1,18 @@
 /*
  * The audit hookup of bitcpm-check: it chooses and opens the database,
- * digests each checkpoint's files and records the run. The digest runs on a
- * thread beside the rule engine. Both read the same page-cached pages, so the
- * file is read from disk once. A failed audit write fails the run (exit 2),
- * because a release gate that loses records silently cannot be trusted later.
+ * digests each checkpoint's files and records the run. The rule engine's
+ * value pass feeds the digest with each range of the file right after its
+ * kernels read it, so every byte is read from memory once. A failed audit
+ * write fails the run (exit 2), because a release gate that loses records
+ * silently cannot be trusted later.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "audit/digest.h"
+#include "audit/stream.h"
 #include "cli/check.h"
 #include "cli/cli_common.h"
-
-/* Bytes digested between page releases: large enough to hide the madvise calls, small
- * enough to keep the resident set far below the 256 MiB budget. */
-#define DIGEST_WINDOW (16u << 20)
 
 static void print_error(const struct bcpm_error *err)
 {
@@ -67,55 +64,23 @@ int check_audit_open(struct check_audit *a, int enabled, const char *db_option, 
 }
 
 /*
- * Digest every file of the catalog in order as one stream, so a sharded set
- * gets one digest. For a single file it equals what xxh128sum and sha256sum
- * print.
+ * Digest the catalog's files as one stream in catalog order, fed by the
+ * engine's value pass (audit/stream.h), so a sharded set gets one digest and
+ * a single file gets what xxh128sum and sha256sum print.
  */
-static void *digest_thread(void *arg)
-{
-    struct check_digest_job *job = arg;
-    const struct bcpm_catalog *catalog = job->catalog;
-    struct bcpm_digest ctx;
-
-    job->rc = bcpm_digest_init(&ctx, job->sha256, &job->err);
-    if (job->rc != 0)
-        return NULL;
-    for (size_t i = 0; i < catalog->nfiles; i++) {
-        const struct bcpm_map *map = catalog->files[i].map;
-
-        for (uint64_t at = 0; map && at < map->size; at += DIGEST_WINDOW) {
-            uint64_t len = map->size - at < DIGEST_WINDOW ? map->size - at : DIGEST_WINDOW;
-
-            bcpm_digest_update(&ctx, map->data + at, (size_t)len);
-            bcpm_map_release(map, at, len);
-        }
-    }
-    bcpm_digest_final(&ctx, job->digest.xxh3_128, job->digest.sha256);
-    return NULL;
-}
-
 void check_digest_start(struct check_digest_job *job, const struct check_audit *a,
                         const struct bcpm_catalog *catalog)
 {
-    pthread_t *thread;
-
     memset(job, 0, sizeof(*job));
     job->catalog = catalog;
     job->sha256 = a->sha256;
     if (!a->enabled)
         return;
 
-    thread = malloc(sizeof(*thread));
-    if (thread && pthread_create(thread, NULL, digest_thread, job) == 0) {
-        job->thread = thread;
-        job->started = 1;
-        return;
-    }
-
-    /* Without a thread, digest here: slower, but the record stays complete. */
-    free(thread);
-    digest_thread(job);
     job->started = 1;
+    job->rc = bcpm_digest_stream_new(&job->stream, catalog, a->sha256, &job->err);
+    if (job->rc == 0)
+        job->hook = bcpm_digest_stream_hook(job->stream);
 }
 
 static int append_digest(struct check_audit *a, const struct bcpm_audit_file_digest *digest)
@@ -138,16 +103,26 @@ int check_digest_finish(struct check_digest_job *job, struct check_audit *a,
 {
     if (!job->started)
         return CLI_CONTINUE;
-    if (job->thread) {
-        pthread_join(*(pthread_t *)job->thread, NULL);
-        free(job->thread);
-        job->thread = NULL;
-    }
     job->started = 0;
+    job->hook = NULL;
+    if (job->stream) {
+        /* Hashes whatever the check did not read: headers, skipped tensors, the tail. */
+        bcpm_digest_stream_finish(job->stream, job->digest.xxh3_128, job->digest.sha256);
+        job->stream = NULL;
+    }
 
     if (job->rc != 0) {
         print_error(&job->err);
         return CLI_EXIT_FAILED;
+    }
+    /* Paths before this one that could not be opened have file rows without a digest. */
+    while (a->ndigests < first_file) {
+        static const struct bcpm_audit_file_digest none;
+
+        if (append_digest(a, &none) != 0) {
+            cli_error(CHECK_PROGRAM, "out of memory while recording digests");
+            return CLI_EXIT_FAILED;
+        }
     }
     for (size_t i = first_file; i < result->nfiles; i++) {
         if (append_digest(a, &job->digest) != 0) {

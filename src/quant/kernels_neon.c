@@ -264,6 +264,76 @@ static void neon_codes_threshold2_bf16(const uint16_t *x, size_t n, float t0, fl
     bcpm_quant_kernels_scalar.codes_threshold2_bf16(x + i, n - i, t0, t1, out0 + i, out1 + i);
 }
 
+/* The tail of the reference kernel: elements [i, n) through the scalar kernel. */
+static size_t reference_tail(const uint16_t *x, const uint16_t *y, size_t i, size_t n, float t0,
+                             float t1, uint16_t magnitude, uint64_t counts[4],
+                             uint32_t *exceptions, size_t found)
+{
+    size_t tail;
+
+    if (i >= n)
+        return found;
+    tail = bcpm_quant_kernels_scalar.reference_bf16(x + i, y + i, n - i, t0, t1, magnitude,
+                                                    counts, exceptions + found);
+    for (size_t k = found; k < found + tail; k++)
+        exceptions[k] += (uint32_t)i;
+    return found + tail;
+}
+
+/*
+ * BF16 codes by integer ranges (bcpm_bf16_code_range), 8 elements at a time.
+ * A block with any exception goes through the scalar kernel, which lists it.
+ */
+static size_t neon_reference_bf16(const uint16_t *x, const uint16_t *y, size_t n, float t0,
+                                  float t1, uint16_t magnitude, uint64_t counts[4],
+                                  uint32_t *exceptions)
+{
+    uint16_t first[2], width[2];
+    uint16x8_t plus_first[2], minus_first[2], widths[2];
+    const uint16x8_t mask = vdupq_n_u16(0x7fff);
+    const uint16x8_t mag = vdupq_n_u16(magnitude);
+    const uint16x8_t neg_mag = vdupq_n_u16((uint16_t)(magnitude | 0x8000u));
+    size_t i = 0, found = 0;
+
+    if (!bcpm_bf16_code_range(t0, &first[0], &width[0]) ||
+        !bcpm_bf16_code_range(t1, &first[1], &width[1]))
+        return reference_tail(x, y, 0, n, t0, t1, magnitude, counts, exceptions, 0);
+    for (int k = 0; k < 2; k++) {
+        plus_first[k] = vdupq_n_u16(first[k]);
+        minus_first[k] = vdupq_n_u16((uint16_t)(first[k] | 0x8000u));
+        widths[k] = vdupq_n_u16(width[k]);
+    }
+
+    for (; i + 8 <= n; i += 8) {
+        uint16x8_t w = vld1q_u16(x + i);
+        uint16x8_t v = vld1q_u16(y + i);
+        uint16x8_t is_zero = vceqzq_u16(vandq_u16(v, mask));
+        /* With magnitude 0 (a group of zeros) a zero is a zero, not +-magnitude. */
+        uint16x8_t plus = vbicq_u16(vceqq_u16(v, mag), is_zero);
+        uint16x8_t minus = vbicq_u16(vceqq_u16(v, neg_mag), is_zero);
+        uint16x8_t bad = vmvnq_u16(vorrq_u16(is_zero, vorrq_u16(plus, minus)));
+        unsigned zeros, pluses, minuses;
+
+        for (int k = 0; k < 2; k++) {
+            uint16x8_t gt = vcltq_u16(vsubq_u16(w, plus_first[k]), widths[k]);
+            uint16x8_t lt = vcltq_u16(vsubq_u16(w, minus_first[k]), widths[k]);
+            bad = vorrq_u16(bad, vorrq_u16(veorq_u16(gt, plus), veorq_u16(lt, minus)));
+        }
+        if (vmaxvq_u16(bad) != 0) {
+            found = reference_tail(x, y, i, i + 8, t0, t1, magnitude, counts, exceptions, found);
+            continue;
+        }
+        zeros = vaddvq_u16(vshrq_n_u16(is_zero, 15));
+        pluses = vaddvq_u16(vshrq_n_u16(plus, 15));
+        minuses = vaddvq_u16(vshrq_n_u16(minus, 15));
+        counts[0] += minuses;
+        counts[1] += zeros;
+        counts[2] += pluses;
+        counts[3] += 8 - zeros - pluses - minuses;
+    }
+    return reference_tail(x, y, i, n, t0, t1, magnitude, counts, exceptions, found);
+}
+
 static const struct bcpm_quant_kernels neon_table = {
     .name = "neon",
     .abs_sum_bf16 = neon_abs_sum_bf16,
@@ -276,6 +346,7 @@ static const struct bcpm_quant_kernels neon_table = {
     .bf16_to_f32 = neon_bf16_to_f32,
     .codes_threshold = neon_codes_threshold,
     .codes_threshold2_bf16 = neon_codes_threshold2_bf16,
+    .reference_bf16 = neon_reference_bf16,
 };
 
 const struct bcpm_quant_kernels *bcpm_quant_kernels_neon(void)

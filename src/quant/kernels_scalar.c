@@ -183,6 +183,37 @@ static void codes_threshold2_bf16(const uint16_t *x, size_t n, float t0, float t
     }
 }
 
+/* The stored code of one BF16 value, as stored_codes_bf16 gives it. */
+static int8_t stored_code_of(uint16_t y, uint16_t magnitude)
+{
+    uint16_t key = (uint16_t)(y & 0x7fffu);
+
+    if (key == 0)
+        return 0;
+    if (key != magnitude)
+        return BCPM_STORED_OTHER;
+    return (y >> 15) ? -1 : 1;
+}
+
+static size_t reference_bf16(const uint16_t *x, const uint16_t *y, size_t n, float t0, float t1,
+                             uint16_t magnitude, uint64_t counts[4], uint32_t *exceptions)
+{
+    uint64_t c[4] = {0, 0, 0, 0};
+    size_t found = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        float w = bcpm_bf16_to_f32(x[i]);
+        int8_t a = code_of(w, t0), b = code_of(w, t1), s = stored_code_of(y[i], magnitude);
+
+        c[s == BCPM_STORED_OTHER ? 3 : s + 1]++;
+        if (a != s || b != s)
+            exceptions[found++] = (uint32_t)i;
+    }
+    for (int k = 0; k < 4; k++)
+        counts[k] += c[k];
+    return found;
+}
+
 const struct bcpm_quant_kernels bcpm_quant_kernels_scalar = {
     .name = "scalar",
     .abs_sum_bf16 = abs_sum_bf16,
@@ -195,6 +226,7 @@ const struct bcpm_quant_kernels bcpm_quant_kernels_scalar = {
     .bf16_to_f32 = bf16_to_f32,
     .codes_threshold = codes_threshold,
     .codes_threshold2_bf16 = codes_threshold2_bf16,
+    .reference_bf16 = reference_bf16,
 };
 
 /* ---- choosing a table ---- */

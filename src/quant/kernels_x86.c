@@ -316,6 +316,104 @@ AVX2 static void avx2_codes_threshold2_bf16(const uint16_t *x, size_t n, float t
     bcpm_quant_kernels_scalar.codes_threshold2_bf16(x + i, n - i, t0, t1, out0 + i, out1 + i);
 }
 
+/* Append base + the index of every set bit of mask to exceptions. */
+static size_t append_exceptions(uint32_t mask, size_t base, uint32_t *exceptions, size_t found)
+{
+    while (mask) {
+        exceptions[found++] = (uint32_t)(base + (unsigned)__builtin_ctz(mask));
+        mask &= mask - 1;
+    }
+    return found;
+}
+
+/* The tail of a reference kernel: elements [i, n) through the scalar kernel. */
+static size_t reference_tail(const uint16_t *x, const uint16_t *y, size_t i, size_t n, float t0,
+                             float t1, uint16_t magnitude, uint64_t counts[4],
+                             uint32_t *exceptions, size_t found)
+{
+    size_t tail;
+
+    if (i >= n)
+        return found;
+    tail = bcpm_quant_kernels_scalar.reference_bf16(x + i, y + i, n - i, t0, t1, magnitude,
+                                                    counts, exceptions + found);
+    for (size_t k = found; k < found + tail; k++)
+        exceptions[k] += (uint32_t)i;
+    return found + tail;
+}
+
+/* Lanes where (uint16_t)(v - first) < width, as all ones (AVX2 has no unsigned compare). */
+AVX2 static __m256i avx2_in_range(__m256i v, __m256i first, __m256i width_biased)
+{
+    const __m256i bias = _mm256_set1_epi16((short)0x8000);
+
+    return _mm256_cmpgt_epi16(width_biased,
+                              _mm256_xor_si256(_mm256_sub_epi16(v, first), bias));
+}
+
+/*
+ * BF16 codes by integer ranges (bcpm_bf16_code_range), 16 elements at a
+ * time. movemask_epi8 gives two bits per 16-bit lane, hence the halving.
+ */
+AVX2 static size_t avx2_reference_bf16(const uint16_t *x, const uint16_t *y, size_t n, float t0,
+                                       float t1, uint16_t magnitude, uint64_t counts[4],
+                                       uint32_t *exceptions)
+{
+    uint16_t first[2], width[2];
+    __m256i plus_first[2], minus_first[2], width_biased[2];
+    const __m256i mask = _mm256_set1_epi16(0x7fff);
+    const __m256i mag = _mm256_set1_epi16((short)magnitude);
+    const __m256i neg_mag = _mm256_set1_epi16((short)(magnitude | 0x8000u));
+    uint64_t c[4] = {0, 0, 0, 0};
+    size_t i = 0, found = 0;
+
+    if (!bcpm_bf16_code_range(t0, &first[0], &width[0]) ||
+        !bcpm_bf16_code_range(t1, &first[1], &width[1]))
+        return reference_tail(x, y, 0, n, t0, t1, magnitude, counts, exceptions, 0);
+    for (int k = 0; k < 2; k++) {
+        plus_first[k] = _mm256_set1_epi16((short)first[k]);
+        minus_first[k] = _mm256_set1_epi16((short)(first[k] | 0x8000u));
+        width_biased[k] = _mm256_set1_epi16((short)(width[k] ^ 0x8000u));
+    }
+
+    for (; i + 16 <= n; i += 16) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i v = _mm256_loadu_si256((const __m256i *)(y + i));
+        __m256i is_zero = _mm256_cmpeq_epi16(_mm256_and_si256(v, mask), _mm256_setzero_si256());
+        /* With magnitude 0 (a group of zeros) a zero is a zero, not +-magnitude. */
+        __m256i plus = _mm256_andnot_si256(is_zero, _mm256_cmpeq_epi16(v, mag));
+        __m256i minus = _mm256_andnot_si256(is_zero, _mm256_cmpeq_epi16(v, neg_mag));
+        __m256i bad = _mm256_or_si256(is_zero, _mm256_or_si256(plus, minus));
+        uint32_t zeros, pluses, minuses, exceptional;
+
+        /* bad starts as "a code at all" and becomes "not a code, or a code differs". */
+        bad = _mm256_xor_si256(bad, _mm256_set1_epi16(-1));
+        for (int k = 0; k < 2; k++) {
+            bad = _mm256_or_si256(
+                bad, _mm256_xor_si256(plus, avx2_in_range(w, plus_first[k], width_biased[k])));
+            bad = _mm256_or_si256(
+                bad, _mm256_xor_si256(minus, avx2_in_range(w, minus_first[k], width_biased[k])));
+        }
+
+        zeros = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(is_zero)) / 2;
+        pluses = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(plus)) / 2;
+        minuses = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(minus)) / 2;
+        c[0] += minuses;
+        c[1] += zeros;
+        c[2] += pluses;
+        c[3] += 16 - zeros - pluses - minuses;
+        exceptional = (uint32_t)_mm256_movemask_epi8(bad);
+        while (exceptional) {
+            unsigned bit = (unsigned)__builtin_ctz(exceptional);
+            exceptions[found++] = (uint32_t)(i + bit / 2);
+            exceptional &= ~(3u << bit);
+        }
+    }
+    for (int k = 0; k < 4; k++)
+        counts[k] += c[k];
+    return reference_tail(x, y, i, n, t0, t1, magnitude, counts, exceptions, found);
+}
+
 static const struct bcpm_quant_kernels avx2_table = {
     .name = "avx2",
     .abs_sum_bf16 = avx2_abs_sum_bf16,
@@ -328,6 +426,7 @@ static const struct bcpm_quant_kernels avx2_table = {
     .bf16_to_f32 = avx2_bf16_to_f32,
     .codes_threshold = avx2_codes_threshold,
     .codes_threshold2_bf16 = avx2_codes_threshold2_bf16,
+    .reference_bf16 = avx2_reference_bf16,
 };
 
 /* ---- AVX-512 ---- */
@@ -566,6 +665,61 @@ AVX512 static void avx512_codes_threshold2_bf16(const uint16_t *x, size_t n, flo
     bcpm_quant_kernels_scalar.codes_threshold2_bf16(x + i, n - i, t0, t1, out0 + i, out1 + i);
 }
 
+/* BF16 codes by integer ranges (bcpm_bf16_code_range), 32 elements at a time. */
+AVX512 static size_t avx512_reference_bf16(const uint16_t *x, const uint16_t *y, size_t n,
+                                           float t0, float t1, uint16_t magnitude,
+                                           uint64_t counts[4], uint32_t *exceptions)
+{
+    uint16_t first[2], width[2];
+    __m512i plus_first[2], minus_first[2], widths[2];
+    const __m512i mask = _mm512_set1_epi16(0x7fff);
+    const __m512i mag = _mm512_set1_epi16((short)magnitude);
+    const __m512i neg_mag = _mm512_set1_epi16((short)(magnitude | 0x8000u));
+    const __m512i zero = _mm512_setzero_si512();
+    uint64_t c[4] = {0, 0, 0, 0};
+    size_t i = 0, found = 0;
+
+    if (!bcpm_bf16_code_range(t0, &first[0], &width[0]) ||
+        !bcpm_bf16_code_range(t1, &first[1], &width[1]))
+        return reference_tail(x, y, 0, n, t0, t1, magnitude, counts, exceptions, 0);
+    for (int k = 0; k < 2; k++) {
+        plus_first[k] = _mm512_set1_epi16((short)first[k]);
+        minus_first[k] = _mm512_set1_epi16((short)(first[k] | 0x8000u));
+        widths[k] = _mm512_set1_epi16((short)width[k]);
+    }
+
+    for (; i + 32 <= n; i += 32) {
+        __m512i w = _mm512_loadu_si512((const void *)(x + i));
+        __m512i v = _mm512_loadu_si512((const void *)(y + i));
+        uint32_t is_zero = (uint32_t)_mm512_cmpeq_epi16_mask(_mm512_and_si512(v, mask), zero);
+        /* With magnitude 0 (a group of zeros) a zero is a zero, not +-magnitude. */
+        uint32_t plus = (uint32_t)_mm512_cmpeq_epi16_mask(v, mag) & ~is_zero;
+        uint32_t minus = (uint32_t)_mm512_cmpeq_epi16_mask(v, neg_mag) & ~is_zero;
+        uint32_t bad = ~(is_zero | plus | minus);
+        uint32_t zeros, pluses, minuses;
+
+        for (int k = 0; k < 2; k++) {
+            uint32_t gt = (uint32_t)_mm512_cmplt_epu16_mask(_mm512_sub_epi16(w, plus_first[k]),
+                                                            widths[k]);
+            uint32_t lt = (uint32_t)_mm512_cmplt_epu16_mask(_mm512_sub_epi16(w, minus_first[k]),
+                                                            widths[k]);
+            bad |= (gt ^ plus) | (lt ^ minus);
+        }
+
+        zeros = (uint32_t)_mm_popcnt_u32(is_zero);
+        pluses = (uint32_t)_mm_popcnt_u32(plus);
+        minuses = (uint32_t)_mm_popcnt_u32(minus);
+        c[0] += minuses;
+        c[1] += zeros;
+        c[2] += pluses;
+        c[3] += 32 - zeros - pluses - minuses;
+        found = append_exceptions(bad, i, exceptions, found);
+    }
+    for (int k = 0; k < 4; k++)
+        counts[k] += c[k];
+    return reference_tail(x, y, i, n, t0, t1, magnitude, counts, exceptions, found);
+}
+
 static const struct bcpm_quant_kernels avx512_table = {
     .name = "avx512",
     .abs_sum_bf16 = avx512_abs_sum_bf16,
@@ -578,6 +732,7 @@ static const struct bcpm_quant_kernels avx512_table = {
     .bf16_to_f32 = avx512_bf16_to_f32,
     .codes_threshold = avx512_codes_threshold,
     .codes_threshold2_bf16 = avx512_codes_threshold2_bf16,
+    .reference_bf16 = avx512_reference_bf16,
 };
 
 const struct bcpm_quant_kernels *bcpm_quant_kernels_avx2(void)

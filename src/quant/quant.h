@@ -58,6 +58,16 @@ struct bcpm_value_stats {
 };
 
 /*
+ * A content digest fed by the kernels: feed receives ranges of a file, one
+ * call at a time and in file order within a tensor, each right after the
+ * kernel read it, while the bytes are still in the CPU cache.
+ */
+struct bcpm_quant_digest {
+    void (*feed)(void *ctx, uint32_t file, uint64_t offset, uint64_t length);
+    void *ctx;
+};
+
+/*
  * Run options of a kernel. A zeroed struct (or NULL) selects the thread count
  * set by bcpm_quant_set_threads, keeps per-group results and releases nothing.
  */
@@ -66,6 +76,9 @@ struct bcpm_quant_options {
     int summary_only;              /* 1: fill totals only, leave groups NULL */
     const struct bcpm_map *release; /* map holding the tensor: pages are dropped
                                        from the resident set once scanned */
+    /* With release set and a contiguous tensor, its bytes go to digest in
+       file order, each range before its pages are dropped; may be NULL. */
+    const struct bcpm_quant_digest *digest;
 };
 
 /*

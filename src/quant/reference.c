@@ -3,6 +3,14 @@
  * the latent rows under both policies and compare with the stored codes and
  * scales; see reference.h for the classification. Whole-checkpoint pairing
  * and the findings are in reference_catalog.c.
+ *
+ * A group is read twice: once for the sum of |W|, once to compare. On a
+ * correct export the codes of both policies equal the stored codes almost
+ * everywhere (the policies disagree on about 0.1% of elements, at ties), so
+ * the comparison pass only lists the exceptions, the elements where the
+ * three codes are not all equal, and everything else works on that list.
+ * For BF16 pairs one fused kernel (reference_bf16 in simd.h) makes the list
+ * straight from both rows; other dtypes materialise the codes first.
  */
 #include "quant/reference.h"
 
@@ -108,6 +116,34 @@ static uint32_t main_magnitude(enum bcpm_dtype dtype, const uint8_t *p, uint64_t
     return tracked ? keys[best] : 0;
 }
 
+/* The first nonzero finite magnitude of a stored group, or 0 if there is none. */
+static uint32_t first_magnitude(enum bcpm_dtype dtype, const uint8_t *p, uint64_t n)
+{
+    size_t size = bcpm_dtype_size(dtype);
+    uint32_t exponent = exponent_mask(dtype);
+
+    for (uint64_t i = 0; i < n; i++) {
+        int negative;
+        uint32_t key = load_key(dtype, p + i * size, &negative);
+        if (key != 0 && (key & exponent) != exponent)
+            return key;
+    }
+    return 0;
+}
+
+/* The stored code of one element against the group's magnitude, as stored_codes gives it. */
+static int8_t stored_code(enum bcpm_dtype dtype, const uint8_t *p, uint32_t magnitude)
+{
+    int negative;
+    uint32_t key = load_key(dtype, p, &negative);
+
+    if (key == 0)
+        return 0;
+    if (key != magnitude)
+        return BCPM_STORED_OTHER;
+    return negative ? -1 : 1;
+}
+
 /*
  * Stored codes of a group: 0, the sign for an element of the group's main
  * magnitude, or BCPM_STORED_OTHER. counts[0..3] receive the -1, 0, +1 and
@@ -118,16 +154,10 @@ static uint32_t stored_codes(enum bcpm_dtype dtype, const uint8_t *p, uint64_t n
                              uint64_t counts[4])
 {
     size_t size = bcpm_dtype_size(dtype);
-    uint32_t exponent = exponent_mask(dtype);
-    uint32_t magnitude = 0;
     int negative;
-
     /* Try the first nonzero finite magnitude; fall back to the most frequent one. */
-    for (uint64_t i = 0; i < n && magnitude == 0; i++) {
-        uint32_t key = load_key(dtype, p + i * size, &negative);
-        if ((key & exponent) != exponent)
-            magnitude = key;
-    }
+    uint32_t magnitude = first_magnitude(dtype, p, n);
+
     for (int attempt = 0; attempt < 2; attempt++) {
         memset(counts, 0, 4 * sizeof(counts[0]));
         if (dtype == BCPM_DTYPE_BF16) {
@@ -160,20 +190,25 @@ static uint32_t stored_codes(enum bcpm_dtype dtype, const uint8_t *p, uint64_t n
     return magnitude;
 }
 
-/* Index of the first i >= from where a and b differ, or n; 8 codes at a time. */
-static uint64_t next_difference(const int8_t *a, const int8_t *b, uint64_t from, uint64_t n)
+/*
+ * Index of the first i >= from where code[0] or code[1] differs from stored,
+ * or n; 8 codes at a time.
+ */
+static uint64_t next_exception(const int8_t *const code[2], const int8_t *stored, uint64_t from,
+                               uint64_t n)
 {
     uint64_t i = from;
 
     while (i + 8 <= n) {
-        uint64_t x, y;
-        memcpy(&x, a + i, 8);
-        memcpy(&y, b + i, 8);
-        if (x != y)
+        uint64_t a, b, s;
+        memcpy(&a, code[0] + i, 8);
+        memcpy(&b, code[1] + i, 8);
+        memcpy(&s, stored + i, 8);
+        if (a != s || b != s)
             break;
         i += 8;
     }
-    while (i < n && a[i] == b[i])
+    while (i < n && code[0][i] == stored[i] && code[1][i] == stored[i])
         i++;
     return i;
 }
@@ -190,9 +225,16 @@ struct compare_job {
     int *failed;                           /* one per worker */
 };
 
+/*
+ * Per-worker scratch. On the general path, code and stored hold the codes of
+ * whole groups. On every path, exceptions lists the exceptions of a group,
+ * and exception_code and exception_stored hold their codes.
+ */
 struct row_buffers {
     float *w32, *w_half;
-    int8_t *code[2], *stored, *alt;
+    int8_t *code[2], *stored;
+    uint32_t *exceptions;
+    int8_t *exception_code[2], *exception_stored;
     uint8_t *scratch_pseudo, *scratch_latent;
 };
 
@@ -204,7 +246,10 @@ static void free_buffers(struct row_buffers *b)
     free(b->code[0]);
     free(b->code[1]);
     free(b->stored);
-    free(b->alt);
+    free(b->exceptions);
+    free(b->exception_code[0]);
+    free(b->exception_code[1]);
+    free(b->exception_stored);
     free(b->scratch_pseudo);
     free(b->scratch_latent);
 }
@@ -219,10 +264,14 @@ static int alloc_buffers(const struct compare_job *job, struct row_buffers *b)
     b->code[0] = malloc(c);
     b->code[1] = malloc(c);
     b->stored = malloc(c);
-    b->alt = malloc(4 * job->group);
+    b->exceptions = malloc(job->group * sizeof(uint32_t));
+    b->exception_code[0] = malloc(job->group);
+    b->exception_code[1] = malloc(job->group);
+    b->exception_stored = malloc(job->group);
     b->scratch_pseudo = malloc(c * bcpm_dtype_size(job->pseudo->dtype));
     b->scratch_latent = malloc(c * bcpm_dtype_size(job->latent->dtype));
-    if (!b->w32 || !b->w_half || !b->code[0] || !b->code[1] || !b->stored || !b->alt ||
+    if (!b->w32 || !b->w_half || !b->code[0] || !b->code[1] || !b->stored || !b->exceptions ||
+        !b->exception_code[0] || !b->exception_code[1] || !b->exception_stored ||
         !b->scratch_pseudo || !b->scratch_latent) {
         free_buffers(b);
         return -1;
@@ -244,43 +293,66 @@ static float latent_value(const struct latent_group *lg, uint64_t i)
     return lg->bf16 ? bcpm_bf16_to_f32(lg->bf16[i]) : lg->w32[i];
 }
 
-/* Codes of the group under the float32 policy at s32 and the half policy at s_half. */
+/* The value policy p quantizes: W under float32, H(W) under the half policy. */
+static float policy_value(const struct latent_group *lg, int p, uint64_t i)
+{
+    if (lg->bf16)
+        return bcpm_bf16_to_f32(lg->bf16[i]);
+    return p == F32 ? lg->w32[i] : lg->w_half[i];
+}
+
+/* The code of w by threshold t, as the codes_threshold kernels give it. */
+static int8_t code_by_threshold(float w, float t)
+{
+    if (w > t)
+        return 1;
+    if (w < -t)
+        return -1;
+    return 0;
+}
+
+/* The thresholds of both policies for the scales of sc (see bcpm_fakequant_threshold). */
+static void policy_thresholds(const struct compare_job *job, const struct bcpm_fakequant_scale *sc,
+                              float t[2])
+{
+    t[F32] = bcpm_fakequant_threshold(sc->s32, BCPM_COMPUTE_FLOAT32, job->half);
+    t[HALF] = bcpm_fakequant_threshold(sc->s_half, BCPM_COMPUTE_HALF, job->half);
+}
+
+/* Codes of the whole group under both policies, by the thresholds t. */
 static void latent_codes(const struct compare_job *job, const struct latent_group *lg,
-                         float s32, float s_half, int8_t *code32, int8_t *code_half)
+                         const float t[2], int8_t *code32, int8_t *code_half)
 {
     const struct bcpm_quant_kernels *k = bcpm_quant_kernels();
-    float t32 = bcpm_fakequant_threshold(s32, BCPM_COMPUTE_FLOAT32, job->half);
-    float t_half = bcpm_fakequant_threshold(s_half, BCPM_COMPUTE_HALF, job->half);
 
     if (lg->bf16) {
-        k->codes_threshold2_bf16(lg->bf16, job->group, t32, t_half, code32, code_half);
+        k->codes_threshold2_bf16(lg->bf16, job->group, t[F32], t[HALF], code32, code_half);
         return;
     }
-    k->codes_threshold(lg->w32, job->group, t32, code32);
-    k->codes_threshold(lg->w_half, job->group, t_half, code_half);
+    k->codes_threshold(lg->w32, job->group, t[F32], code32);
+    k->codes_threshold(lg->w_half, job->group, t[HALF], code_half);
 }
 
 /*
- * Codes under each policy with the group sums one ulp lower and higher:
- * alt[0..n) float32 low, [n..2n) float32 high, [2n..3n) half low,
- * [3n..4n) half high.
+ * Thresholds with the group sums one ulp lower (moved[p][0]) and higher
+ * (moved[p][1]) for each policy p: an element whose code changes under them
+ * is a summation-order boundary case.
  */
-static void alternate_codes(const struct compare_job *job, const struct latent_group *lg,
-                            const struct bcpm_fakequant_scale *sc, int8_t *alt)
+static void moved_thresholds(const struct compare_job *job, const struct bcpm_fakequant_scale *sc,
+                             float moved[2][2])
 {
-    uint64_t n = job->group;
-
     for (int side = 0; side < 2; side++) {
         float toward = side == 0 ? -INFINITY : INFINITY;
-        struct bcpm_fakequant_scale moved;
+        struct bcpm_fakequant_scale shifted;
+        float t[2];
 
-        bcpm_fakequant_scales(nextafterf(sc->sum, toward), nextafterf(sc->sum_half, toward), n,
-                              job->options->eps, job->half, &moved);
-        latent_codes(job, lg, moved.s32, moved.s_half, alt + (uint64_t)side * n,
-                     alt + (uint64_t)(2 + side) * n);
+        bcpm_fakequant_scales(nextafterf(sc->sum, toward), nextafterf(sc->sum_half, toward),
+                              job->group, job->options->eps, job->half, &shifted);
+        policy_thresholds(job, &shifted, t);
+        moved[F32][side] = t[F32];
+        moved[HALF][side] = t[HALF];
     }
 }
-
 
 static float stored_value(enum bcpm_dtype dtype, const uint8_t *p)
 {
@@ -301,31 +373,42 @@ static int overflow_value_matches(const struct compare_job *job, const uint8_t *
 }
 
 /*
- * Codes of one group under one policy p against the stored codes. Every
- * stored code starts on the diagonal of the confusion matrix (counts from
- * stored_codes); only the elements where the codes differ are visited.
+ * The exceptions of a group: the elements where the two policies' codes and
+ * the stored code are not all equal. index[k] is the element's position in
+ * the group, code[p][k] its code under policy p and stored[k] its stored code.
+ */
+struct exceptions {
+    const uint32_t *index;
+    const int8_t *code[2], *stored;
+    size_t count;
+};
+
+/*
+ * Compare the codes of one group under policy p with the stored codes. Every
+ * stored code starts on the diagonal of the confusion matrix (counts holds
+ * the stored codes). Then the exceptions where the code of p differs from
+ * the stored one are visited, in element order.
  */
 static void compare_codes(const struct compare_job *job, int p, uint64_t row, uint64_t g0,
-                          const int8_t *code, const int8_t *other, int other_overflow,
-                          const int8_t *stored, const uint64_t counts[4], int8_t *alt,
-                          int *have_alt, const struct latent_group *lg,
-                          const struct bcpm_fakequant_scale *sc, const uint8_t *pseudo_row,
-                          struct bcpm_reference_policy *r)
+                          const struct exceptions *ex, int other_overflow,
+                          const uint64_t counts[4], float moved[2][2], int *have_moved,
+                          const struct latent_group *lg, const struct bcpm_fakequant_scale *sc,
+                          const uint8_t *pseudo_row, struct bcpm_reference_policy *r)
 {
-    uint64_t n = job->group;
-
     for (int c = 0; c < 3; c++) {
         r->confusion[c][c] += counts[c];
         r->matches += counts[c];
     }
 
-    for (uint64_t i = next_difference(code, stored, 0, n); i < n;
-         i = next_difference(code, stored, i + 1, n)) {
-        int8_t s = stored[i];
+    for (size_t k = 0; k < ex->count; k++) {
+        uint64_t i = ex->index[k];
+        int8_t s = ex->stored[k], code = ex->code[p][k], other = ex->code[1 - p][k];
 
+        if (code == s)
+            continue;
         if (s == BCPM_STORED_OTHER) {
             /* NaN or Inf is what the other policy stores when its scale overflowed. */
-            if (other_overflow && overflow_value_matches(job, pseudo_row, g0 + i, other[i])) {
+            if (other_overflow && overflow_value_matches(job, pseudo_row, g0 + i, other)) {
                 r->boundary++;
                 continue;
             }
@@ -333,13 +416,17 @@ static void compare_codes(const struct compare_job *job, int p, uint64_t row, ui
         } else {
             r->confusion[s + 1][s + 1]--;
             r->matches--;
-            r->confusion[code[i] + 1][s + 1]++;
-            if (!*have_alt) {
-                alternate_codes(job, lg, sc, alt);
-                *have_alt = 1;
+            r->confusion[code + 1][s + 1]++;
+            if (s == other) {
+                r->boundary++;
+                continue;
             }
-            if (s == other[i] || s == alt[(uint64_t)(p == F32 ? 0 : 2) * n + i] ||
-                s == alt[(uint64_t)(p == F32 ? 1 : 3) * n + i]) {
+            if (!*have_moved) {
+                moved_thresholds(job, sc, moved);
+                *have_moved = 1;
+            }
+            if (s == code_by_threshold(policy_value(lg, p, i), moved[p][0]) ||
+                s == code_by_threshold(policy_value(lg, p, i), moved[p][1])) {
                 r->boundary++;
                 continue;
             }
@@ -468,6 +555,65 @@ static int64_t first_nonfinite(const struct latent_group *lg, uint64_t n)
     return -1;
 }
 
+/*
+ * Exceptions of a BF16 group against a BF16 stored group in one fused pass
+ * (the common case). The stored magnitude is chosen as stored_codes chooses
+ * it. Returns the stored magnitude; counts receives the stored codes.
+ */
+static uint32_t bf16_exceptions(const struct compare_job *job, struct row_buffers *b,
+                                const struct latent_group *lg, const uint8_t *pseudo_group,
+                                const float t[2], uint64_t counts[4], struct exceptions *ex)
+{
+    const struct bcpm_quant_kernels *k = bcpm_quant_kernels();
+    const uint16_t *y = (const uint16_t *)(const void *)pseudo_group;
+    uint64_t n = job->group;
+    uint32_t magnitude = first_magnitude(BCPM_DTYPE_BF16, pseudo_group, n);
+    size_t count = 0;
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        memset(counts, 0, 4 * sizeof(counts[0]));
+        count = k->reference_bf16(lg->bf16, y, n, t[F32], t[HALF], (uint16_t)magnitude, counts,
+                                  b->exceptions);
+        if (counts[3] == 0 || attempt == 1)
+            break;
+        {
+            uint32_t main = main_magnitude(BCPM_DTYPE_BF16, pseudo_group, n);
+            if (main == magnitude)
+                break;
+            magnitude = main;
+        }
+    }
+
+    for (size_t j = 0; j < count; j++) {
+        uint32_t i = b->exceptions[j];
+        float w = bcpm_bf16_to_f32(lg->bf16[i]);
+
+        b->exception_code[F32][j] = code_by_threshold(w, t[F32]);
+        b->exception_code[HALF][j] = code_by_threshold(w, t[HALF]);
+        b->exception_stored[j] = stored_code(BCPM_DTYPE_BF16, pseudo_group + 2 * (size_t)i,
+                                             magnitude);
+    }
+    ex->count = count;
+    return magnitude;
+}
+
+/* Exceptions of a group from its codes and stored codes (the general path). */
+static void list_exceptions(struct row_buffers *b, const int8_t *const code[2],
+                            const int8_t *stored, uint64_t n, struct exceptions *ex)
+{
+    size_t count = 0;
+
+    for (uint64_t i = next_exception(code, stored, 0, n); i < n;
+         i = next_exception(code, stored, i + 1, n)) {
+        b->exceptions[count] = (uint32_t)i;
+        b->exception_code[F32][count] = code[F32][i];
+        b->exception_code[HALF][count] = code[HALF][i];
+        b->exception_stored[count] = stored[i];
+        count++;
+    }
+    ex->count = count;
+}
+
 static void compare_group(const struct compare_job *job, struct row_buffers *b, uint64_t row,
                           uint64_t g0, const uint8_t *latent_row, const uint8_t *pseudo_row,
                           struct bcpm_reference_result *res)
@@ -477,9 +623,10 @@ static void compare_group(const struct compare_job *job, struct row_buffers *b, 
     uint64_t n = job->group, counts[4];
     struct latent_group lg;
     struct bcpm_fakequant_scale sc;
-    float sum, sum_half;
+    struct exceptions ex;
+    float sum, sum_half, t[2], moved[2][2];
     uint32_t stored_key;
-    int have_alt = 0, overflow[2];
+    int have_moved = 0, overflow[2];
     int8_t *code[2] = {b->code[0] + g0, b->code[1] + g0};
     int8_t *stored = b->stored + g0;
 
@@ -510,13 +657,29 @@ static void compare_group(const struct compare_job *job, struct row_buffers *b, 
     }
 
     bcpm_fakequant_scales(sum, sum_half, n, job->options->eps, job->half, &sc);
-    latent_codes(job, &lg, sc.s32, sc.s_half, code[F32], code[HALF]);
-    for (uint64_t i = next_difference(code[F32], code[HALF], 0, n); i < n;
-         i = next_difference(code[F32], code[HALF], i + 1, n))
-        res->policy_disagreements++;
-    stored_key = stored_codes(job->pseudo->dtype, pseudo_row + g0 * psize, n, stored, counts);
+    policy_thresholds(job, &sc, t);
     overflow[F32] = isinf(sc.s32);
     overflow[HALF] = isinf(sc.s_half);
+
+    /*
+     * Both sides BF16 and no overflowed scale: one fused pass lists the
+     * exceptions. Otherwise the codes of the whole group are materialised
+     * first (the overflow comparison needs every element).
+     */
+    ex.index = b->exceptions;
+    ex.code[F32] = b->exception_code[F32];
+    ex.code[HALF] = b->exception_code[HALF];
+    ex.stored = b->exception_stored;
+    if (lg.bf16 && job->pseudo->dtype == BCPM_DTYPE_BF16 && !overflow[F32] && !overflow[HALF] &&
+        !job->options->full_codes) {
+        stored_key = bf16_exceptions(job, b, &lg, pseudo_row + g0 * psize, t, counts, &ex);
+    } else {
+        latent_codes(job, &lg, t, code[F32], code[HALF]);
+        stored_key = stored_codes(job->pseudo->dtype, pseudo_row + g0 * psize, n, stored, counts);
+        list_exceptions(b, (const int8_t *const[2]){code[F32], code[HALF]}, stored, n, &ex);
+    }
+    for (size_t k = 0; k < ex.count; k++)
+        res->policy_disagreements += ex.code[F32][k] != ex.code[HALF][k];
 
     for (int p = 0; p < 2; p++) {
         if (overflow[p]) {
@@ -524,8 +687,8 @@ static void compare_group(const struct compare_job *job, struct row_buffers *b, 
                                    &res->policy[p]);
             continue;
         }
-        compare_codes(job, p, row, g0, code[p], code[1 - p], overflow[1 - p], stored, counts,
-                      b->alt, &have_alt, &lg, &sc, pseudo_row, &res->policy[p]);
+        compare_codes(job, p, row, g0, &ex, overflow[1 - p], counts, moved, &have_moved, &lg, &sc,
+                      pseudo_row, &res->policy[p]);
         if (stored_key != 0)
             compare_scale(job, p, row, g0 / n, stored_key, counts[0] + counts[2], &sc,
                           &res->policy[p]);

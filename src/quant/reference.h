@@ -38,6 +38,13 @@ struct bcpm_reference_options {
     enum bcpm_compute policy;      /* FLOAT32, HALF or AUTO */
     uint32_t scale_tolerance_ulps; /* reference.scale fires above this; default 0 */
     int threads;                   /* 0: the default of bcpm_quant_set_threads */
+    /*
+     * 1: materialise the codes of every group under both policies, the path
+     * non-BF16 pairs take, instead of the fused pass over BF16 pairs that
+     * lists only the elements where the codes disagree. The results are the
+     * same; tests set this to compare the two paths.
+     */
+    int full_codes;
 };
 
 /* Fill options with the defaults: group size -1, default eps, AUTO, 0 ulps. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "quant/quant.h"
+#include "quant/rows.h"
 
 /* ---- findings of one ternary tensor ---- */
 
@@ -167,30 +168,67 @@ static int in_list(const char *name, const char *const *list, size_t count)
     return 0;
 }
 
+/* bcpm_quant_job_threads never returns more workers than this. */
+enum { MAX_WORKERS = 256 };
+
+/* Two contiguous tensors compared in steps of about 1 MiB, the steps split among threads. */
+struct changed_job {
+    const struct bcpm_tensor *a, *b;
+    const struct bcpm_map *map_a, *map_b;
+    uint64_t step;
+    int64_t *first; /* per worker: the first differing element of its steps, or -1 */
+};
+
+static void changed_steps(void *context, int worker, uint64_t begin, uint64_t end)
+{
+    struct changed_job *job = context;
+    const struct bcpm_tensor *a = job->a, *b = job->b;
+    size_t size = bcpm_dtype_size(a->dtype);
+
+    job->first[worker] = -1;
+    for (uint64_t s = begin; s < end; s++) {
+        uint64_t off = s * job->step;
+        uint64_t len = a->nbytes - off < job->step ? a->nbytes - off : job->step;
+        int same = memcmp(a->data + off, b->data + off, len) == 0;
+
+        bcpm_map_release(job->map_a, a->byte_offset + off, len);
+        bcpm_map_release(job->map_b, b->byte_offset + off, len);
+        if (same)
+            continue;
+        for (uint64_t i = off / size;; i++) {
+            if (memcmp(a->data + i * size, b->data + i * size, size) != 0) {
+                job->first[worker] = (int64_t)i;
+                return;
+            }
+        }
+    }
+}
+
 /*
  * Linear index of the first element whose bytes differ, or -1; shapes must
- * match. Pages are dropped from the resident set as the comparison passes
- * them (maps may be NULL).
+ * match. Contiguous tensors are compared on up to threads threads (0: the
+ * default count). Pages are dropped from the resident set as the comparison
+ * passes them (maps may be NULL).
  */
 static int64_t first_changed(const struct bcpm_tensor *a, const struct bcpm_map *map_a,
-                             const struct bcpm_tensor *b, const struct bcpm_map *map_b)
+                             const struct bcpm_tensor *b, const struct bcpm_map *map_b,
+                             int threads)
 {
     size_t size = bcpm_dtype_size(a->dtype);
 
     if (a->contiguous && b->contiguous) {
-        /* memcmp in 1 MiB steps, then find the element inside the differing step. */
-        const uint64_t step = (1u << 20) / size * size;
-        for (uint64_t off = 0; off < a->nbytes; off += step) {
-            uint64_t len = a->nbytes - off < step ? a->nbytes - off : step;
-            int same = memcmp(a->data + off, b->data + off, len) == 0;
-            bcpm_map_release(map_a, a->byte_offset + off, len);
-            bcpm_map_release(map_b, b->byte_offset + off, len);
-            if (same)
-                continue;
-            for (uint64_t i = off / size;; i++) {
-                if (memcmp(a->data + i * size, b->data + i * size, size) != 0)
-                    return (int64_t)i;
-            }
+        int64_t first[MAX_WORKERS];
+        struct changed_job job = {a, b, map_a, map_b, (1u << 20) / size * size, first};
+        uint64_t steps = (a->nbytes + job.step - 1) / job.step;
+        int workers = bcpm_quant_job_threads(threads, a->nbytes, steps);
+
+        if (workers > MAX_WORKERS)
+            workers = MAX_WORKERS;
+        bcpm_quant_parallel(workers, steps, changed_steps, &job);
+        /* Workers cover the steps in order: the first with a difference has the first one. */
+        for (int w = 0; w < workers && (uint64_t)w < steps; w++) {
+            if (first[w] >= 0)
+                return first[w];
         }
         return -1;
     }
@@ -205,7 +243,7 @@ static int64_t first_changed(const struct bcpm_tensor *a, const struct bcpm_map 
 /* A tensor that the conversion must copy unchanged: dtype, shape and bytes. */
 static int compare_copied(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
                           const struct bcpm_catalog *latent, const struct bcpm_tensor *l,
-                          struct bcpm_findings *findings)
+                          int threads, struct bcpm_findings *findings)
 {
     struct bcpm_finding *f;
     int64_t index;
@@ -224,7 +262,8 @@ static int compare_copied(const struct bcpm_catalog *pseudo, const struct bcpm_t
     if (p->numel > 0 && (!p->data || !l->data))
         return 0;
 
-    index = first_changed(p, bcpm_quant_tensor_map(pseudo, p), l, bcpm_quant_tensor_map(latent, l));
+    index = first_changed(p, bcpm_quant_tensor_map(pseudo, p), l, bcpm_quant_tensor_map(latent, l),
+                          threads);
     bcpm_map_release(bcpm_quant_tensor_map(pseudo, p), p->byte_offset, p->nbytes);
     bcpm_map_release(bcpm_quant_tensor_map(latent, l), l->byte_offset, l->nbytes);
     if (index < 0)
@@ -298,7 +337,7 @@ int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
             continue;
         }
         if (!in_list(p->name, ternary, nternary)) {
-            if (compare_copied(pseudo, p, latent, l, findings) != 0)
+            if (compare_copied(pseudo, p, latent, l, options->threads, findings) != 0)
                 rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
             continue;
         }

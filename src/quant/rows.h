@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "io/map.h"
+#include "quant/quant.h"
 #include "tensor/catalog.h"
 
 /*
@@ -21,6 +22,36 @@
 void bcpm_quant_parallel(int threads, uint64_t items,
                          void (*fn)(void *context, int worker, uint64_t begin, uint64_t end),
                          void *context);
+
+/*
+ * A job whose items are consecutive slices of one file region, hashed in
+ * order by bcpm_quant_parallel_ordered: item i covers file bytes
+ * [base + i * item_bytes, base + (i + 1) * item_bytes), clamped to base + bytes.
+ */
+struct bcpm_quant_order {
+    const struct bcpm_quant_digest *digest;
+    const struct bcpm_map *map; /* pages are dropped here once hashed */
+    uint32_t file;
+    uint64_t base, bytes, item_bytes;
+    uint64_t chunk;             /* items handed out at a time, at least 1 */
+};
+
+/*
+ * Run fn over [0, items) in chunks of order->chunk items taken in order from
+ * a shared counter by up to threads workers. Each chunk, once fn is done
+ * with it, goes to order->digest as soon as every chunk before it has, then
+ * its pages are dropped; fn must not drop them itself. A worker may run fn
+ * many times, on increasing ranges. Falls back to bcpm_quant_parallel and
+ * leaves the bytes unhashed (the digest catches up later) when out of memory.
+ */
+void bcpm_quant_parallel_ordered(int threads, uint64_t items,
+                                 const struct bcpm_quant_order *order,
+                                 void (*fn)(void *context, int worker, uint64_t begin,
+                                            uint64_t end),
+                                 void *context);
+
+/* Items per ordered chunk: about 256 KiB of a tensor, so a chunk is still cached when hashed. */
+uint64_t bcpm_quant_order_chunk(uint64_t item_bytes);
 
 /* Thread count for a job of bytes: options' count, capped so each thread gets 1 MiB or more. */
 int bcpm_quant_job_threads(int requested, uint64_t bytes, uint64_t items);

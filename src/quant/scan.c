@@ -279,9 +279,8 @@ static void scan_rows(void *context, int worker, uint64_t begin, uint64_t end)
     uint64_t released = begin;
     uint8_t *scratch = NULL;
 
-    t->first_bad_row = -1;
-    t->first_bad_column = -1;
-    if (!tensor->contiguous) {
+    /* bcpm_quant_row copies rows that are strided or not aligned to their element size. */
+    if (!tensor->contiguous || (uintptr_t)tensor->data % job->bits.size != 0) {
         scratch = malloc(job->columns * job->bits.size);
         if (!scratch) {
             t->failed = 1;
@@ -313,6 +312,34 @@ static void scan_rows(void *context, int worker, uint64_t begin, uint64_t end)
     }
     bcpm_quant_release_rows(job->release, tensor, job->columns, released, end);
     free(scratch);
+}
+
+/*
+ * Run scan_rows over every row: in row chunks hashed in file order when a
+ * digest is asked for and the rows lie in the mapped file, else in one range
+ * per thread.
+ */
+static void run_rows(struct scan_job *job, const struct bcpm_quant_options *options,
+                     uint64_t rows, int threads)
+{
+    const struct bcpm_tensor *tensor = job->tensor;
+    uint64_t row_bytes = job->columns * job->bits.size;
+    struct bcpm_quant_order order;
+
+    if (options->digest && options->release && tensor->contiguous &&
+        tensor->data == options->release->data + tensor->byte_offset) {
+        order = (struct bcpm_quant_order){
+            .digest = options->digest, .map = options->release, .file = tensor->file,
+            .base = tensor->byte_offset, .bytes = rows * row_bytes, .item_bytes = row_bytes,
+            .chunk = bcpm_quant_order_chunk(row_bytes),
+        };
+        job->release = NULL;
+        bcpm_quant_parallel_ordered(threads, rows, &order, scan_rows, job);
+        return;
+    }
+    bcpm_quant_parallel(threads, rows, scan_rows, job);
+    if (!tensor->contiguous)
+        bcpm_quant_release_tensor(options->release, tensor);
 }
 
 /* Check dtype and group size, and fill the shape fields of out. */
@@ -390,11 +417,13 @@ int bcpm_ternary_scan_ex(const struct bcpm_tensor *tensor, int64_t group_size,
         bcpm_ternary_scan_free(out);
         return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, tensor->name, "out of memory");
     }
-    bcpm_quant_parallel(threads, out->rows, scan_rows, &job);
-    if (!tensor->contiguous)
-        bcpm_quant_release_tensor(options->release, tensor);
+    for (int w = 0; w < threads; w++) {
+        job.totals[w].first_bad_row = -1;
+        job.totals[w].first_bad_column = -1;
+    }
+    run_rows(&job, options, out->rows, threads);
 
-    /* Merge in worker order, which is row order. */
+    /* Merge; each worker's first bad element is its earliest, so the earliest row wins. */
     rc = 0;
     for (int w = 0; w < threads; w++) {
         const struct scan_totals *t = &job.totals[w];
@@ -404,7 +433,8 @@ int bcpm_ternary_scan_ex(const struct bcpm_tensor *tensor, int64_t group_size,
         out->nonfinite += t->nonfinite;
         for (int c = 0; c < 3; c++)
             out->codes[c] += t->codes[c];
-        if (out->first_bad_row < 0 && t->first_bad_row >= 0) {
+        if (t->first_bad_row >= 0 &&
+            (out->first_bad_row < 0 || t->first_bad_row < out->first_bad_row)) {
             out->first_bad_row = t->first_bad_row;
             out->first_bad_column = t->first_bad_column;
             out->first_bad_value = t->first_bad_value;

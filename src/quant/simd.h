@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /*
  * Canonical summation order of abs_sum_*: element i of the run goes to
@@ -85,7 +86,49 @@ struct bcpm_quant_kernels {
     /* The same for two thresholds at once, straight from BF16 values. */
     void (*codes_threshold2_bf16)(const uint16_t *x, size_t n, float t0, float t1,
                                   int8_t *out0, int8_t *out1);
+
+    /*
+     * Compare a BF16 latent group x with its BF16 pseudo-quantized group y in
+     * a single pass. Let a be the code of x[i] by threshold t0 and b by t1 (as
+     * codes_threshold2_bf16), and c the stored code of y[i] against magnitude
+     * (as stored_codes_bf16). Adds the stored codes to counts[0..3], writes to
+     * exceptions the index of every element where a, b and c are not all
+     * equal, in increasing order, and returns how many it wrote (at most n).
+     * A correct export leaves a handful per group, so the reference
+     * comparison visits only those.
+     */
+    size_t (*reference_bf16)(const uint16_t *x, const uint16_t *y, size_t n, float t0, float t1,
+                             uint16_t magnitude, uint64_t counts[4], uint32_t *exceptions);
 };
+
+/*
+ * Shared by the SIMD reference kernels, which compare BF16 bit patterns with
+ * integer instructions instead of widening them to float. For a threshold t
+ * that is NaN, +-0 or positive, a BF16 value with bits x has code +1 (x > t)
+ * exactly when (uint16_t)(x - *first) < *width, and code -1 (x < -t) exactly
+ * when (uint16_t)(x - (*first | 0x8000)) < *width: the codes +1 are the bit
+ * patterns from the first BF16 above t up to +Inf, NaNs excluded. A NaN t
+ * gives an empty range. Returns 0 for a negative t, which has no such range.
+ */
+static inline int bcpm_bf16_code_range(float t, uint16_t *first, uint16_t *width)
+{
+    uint32_t bits;
+
+    memcpy(&bits, &t, sizeof(bits));
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        *first = 0x7f81u;
+        *width = 0;
+        return 1;
+    }
+    if (bits == 0x80000000u)
+        bits = 0;
+    if (bits & 0x80000000u)
+        return 0;
+    /* The BF16 truncation of t is at most t, and the next BF16 above it exceeds t. */
+    *first = (uint16_t)((bits >> 16) + 1);
+    *width = (uint16_t)(0x7f81u - *first);
+    return 1;
+}
 
 /*
  * Shared by the SIMD stats kernels: add elements [from, n) as the scalar

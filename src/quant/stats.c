@@ -59,7 +59,9 @@ static void stats_block(const struct bcpm_tensor *t, uint64_t first, uint64_t co
     b->min = INFINITY;
     b->max = -INFINITY;
 
-    if (t->contiguous && t->dtype == BCPM_DTYPE_BF16) {
+    /* The SIMD kernels load whole bf16 elements; a storage at an odd byte offset
+     * (possible in legacy files) takes the element-by-element path below. */
+    if (t->contiguous && t->dtype == BCPM_DTYPE_BF16 && (uintptr_t)t->data % 2 == 0) {
         const uint16_t *x = (const uint16_t *)(const void *)(t->data + first * 2);
         struct bcpm_stats_block s;
 
@@ -106,6 +108,34 @@ static void stats_blocks(void *context, int worker, uint64_t begin, uint64_t end
     }
 }
 
+/*
+ * Run stats_blocks over every block: hashed in file order when a digest is
+ * asked for and the tensor lies in the mapped file, else one range per thread.
+ */
+static void run_blocks(struct stats_job *job, const struct bcpm_quant_options *options,
+                       uint64_t nblocks, int threads)
+{
+    const struct bcpm_tensor *t = job->tensor;
+    size_t size = bcpm_dtype_size(t->dtype);
+    struct bcpm_quant_order order;
+
+    if (options->digest && options->release && t->contiguous &&
+        t->data == options->release->data + t->byte_offset) {
+        order = (struct bcpm_quant_order){
+            .digest = options->digest, .map = options->release, .file = t->file,
+            .base = t->byte_offset, .bytes = t->numel * size,
+            .item_bytes = (uint64_t)STATS_BLOCK * size,
+            .chunk = bcpm_quant_order_chunk((uint64_t)STATS_BLOCK * size),
+        };
+        job->release = NULL;
+        bcpm_quant_parallel_ordered(threads, nblocks, &order, stats_blocks, job);
+        return;
+    }
+    bcpm_quant_parallel(threads, nblocks, stats_blocks, job);
+    if (!t->contiguous)
+        bcpm_quant_release_tensor(options->release, t);
+}
+
 int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quant_options *options,
                         struct bcpm_value_stats *out, struct bcpm_error *err)
 {
@@ -134,9 +164,7 @@ int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quan
         return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, tensor->name, "out of memory");
     threads = bcpm_quant_job_threads(options->threads,
                                      tensor->numel * bcpm_dtype_size(tensor->dtype), nblocks);
-    bcpm_quant_parallel(threads, nblocks, stats_blocks, &job);
-    if (!tensor->contiguous)
-        bcpm_quant_release_tensor(options->release, tensor);
+    run_blocks(&job, options, nblocks, threads);
 
     /* Merge in block order. */
     out->min = INFINITY;

@@ -125,7 +125,47 @@ static json_t *ternary_object(const struct bcpm_tensor_stats *s, int *ok)
     return o;
 }
 
-static json_t *tensor_object(const struct bcpm_tensor_stats *s, int *ok)
+static json_t *preview_object(const struct bcpm_report_preview *p, int *ok)
+{
+    json_t *o = json_object();
+    json_t *codes = json_object();
+    json_t *scale = json_object();
+
+    if (!p)
+        return json_null();
+    set(codes, "-1", count(p->codes[0]), ok);
+    set(codes, "0", count(p->codes[1]), ok);
+    set(codes, "+1", count(p->codes[2]), ok);
+    set(scale, "min", number(p->scale_min), ok);
+    set(scale, "max", number(p->scale_max), ok);
+    set(scale, "mean", number(p->scale_mean), ok);
+
+    set(o, "policy", text(p->policy), ok);
+    set(o, "eps", number((double)p->eps), ok);
+    set(o, "group_size", count(p->group_size), ok);
+    set(o, "groups", count(p->groups), ok);
+    set(o, "codes", codes, ok);
+    set(o, "zero_fraction", number(p->zero_fraction), ok);
+    set(o, "scale", scale, ok);
+    set(o, "eps_floor_groups", count(p->eps_floor_groups), ok);
+    set(o, "first_eps_floor_row",
+        p->first_eps_floor_row >= 0 ? json_integer(p->first_eps_floor_row) : json_null(), ok);
+    set(o, "nonfinite_groups", count(p->nonfinite_groups), ok);
+    return o;
+}
+
+/* The preview of tensor index i, or NULL. */
+static const struct bcpm_report_preview *preview_of(const struct bcpm_report_options *o, size_t i)
+{
+    for (size_t k = 0; k < o->npreview; k++) {
+        if (o->preview[k].tensor == i)
+            return &o->preview[k];
+    }
+    return NULL;
+}
+
+static json_t *tensor_object(const struct bcpm_tensor_stats *s,
+                             const struct bcpm_report_preview *preview, int *ok)
 {
     json_t *o = json_object();
     json_t *shape = json_array();
@@ -146,6 +186,7 @@ static json_t *tensor_object(const struct bcpm_tensor_stats *s, int *ok)
     set(o, "mean", number(s->mean), ok);
     set(o, "std", number(s->std), ok);
     set(o, "ternary", s->ternary_checked ? ternary_object(s, ok) : json_null(), ok);
+    set(o, "preview", preview_object(preview, ok), ok);
     return o;
 }
 
@@ -166,6 +207,7 @@ static json_t *reference_object(const struct bcpm_report_reference *ref, int *ok
     set(o, "elements", count(ref->elements), ok);
     set(o, "matches", count(ref->matches), ok);
     set(o, "boundary", count(ref->boundary), ok);
+    set(o, "policy_disagreements", count(ref->disagreements), ok);
     set(o, "mismatches", count(ref->mismatches), ok);
     set(o, "confusion", confusion, ok);
     set(o, "groups", count(ref->groups), ok);
@@ -221,7 +263,7 @@ static json_t *build_document(const struct bcpm_check_result *r,
     for (size_t i = 0; i < r->findings.count; i++)
         append(findings, finding_object(&r->findings.items[i], ok), ok);
     for (size_t i = 0; i < r->ntensors; i++)
-        append(tensors, tensor_object(&r->tensors[i], ok), ok);
+        append(tensors, tensor_object(&r->tensors[i], preview_of(o, i), ok), ok);
 
     set(doc, "schema_version", json_integer(JSON_SCHEMA_VERSION), ok);
     set(doc, "tool", tool, ok);

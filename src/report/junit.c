@@ -4,7 +4,10 @@
  * it one <testcase> per rule and tensor group. The class name is the rule id
  * and the name the tensor role ("ternary", "norm", ...) or "checkpoint" for
  * findings that name no known tensor. Findings at or above the run's fail-on
- * severity make a <failure>; lower ones are listed in <system-out>.
+ * severity make a <failure>; lower ones are listed in <system-out>. A path
+ * that could not be opened gets a suite named by the path, with its path in
+ * each failure message. Findings on a path outside the checked files (an
+ * unreadable --reference) get such a suite too.
  */
 #include "report/report.h"
 
@@ -30,7 +33,45 @@ struct junit {
     struct junit_case *cases;
     size_t ncases;
     size_t *finding_case;         /* case index of each finding */
+    const char **extra;           /* paths of the suites after the checked files */
+    size_t nextra;
 };
+
+/* Suites in the document: the checked files, then the unread paths, at least one. */
+static size_t suite_count(const struct junit *j)
+{
+    size_t n = j->result->nfiles + j->nextra;
+
+    return n ? n : 1;
+}
+
+/* Path a suite is named by, or NULL for the placeholder of an empty run. */
+static const char *suite_path(const struct junit *j, size_t suite)
+{
+    const struct bcpm_check_result *r = j->result;
+
+    if (suite < r->nfiles)
+        return r->files[suite].path;
+    if (suite - r->nfiles < j->nextra)
+        return j->extra[suite - r->nfiles];
+    return NULL;
+}
+
+/* The suite of a finding: its checked file, else the suite of the path it names. */
+static size_t finding_suite(struct junit *j, const struct bcpm_finding *f)
+{
+    const struct bcpm_check_result *r = j->result;
+    size_t file;
+
+    if (bcpm_report_finding_file_found(r, &j->index, f, &file))
+        return file;
+    for (size_t k = 0; k < j->nextra; k++) {
+        if (strcmp(j->extra[k], f->file) == 0)
+            return r->nfiles + k;
+    }
+    j->extra[j->nextra] = f->file;
+    return r->nfiles + j->nextra++;
+}
 
 static size_t find_case(const struct junit *j, size_t file, const char *rule, const char *group)
 {
@@ -83,12 +124,13 @@ static int build_cases(struct junit *j)
 
     j->cases = calloc(max ? max : 1, sizeof(*j->cases));
     j->finding_case = calloc(r->findings.count ? r->findings.count : 1, sizeof(size_t));
-    if (!j->cases || !j->finding_case)
+    j->extra = calloc(r->findings.count ? r->findings.count : 1, sizeof(*j->extra));
+    if (!j->cases || !j->finding_case || !j->extra)
         return BCPM_ERR_NOMEM;
 
     for (size_t i = 0; i < r->findings.count; i++) {
         const struct bcpm_finding *f = &r->findings.items[i];
-        size_t file = bcpm_report_finding_file(r, &j->index, f);
+        size_t file = finding_suite(j, f);
         const char *rule = f->rule ? f->rule : "unknown";
         const char *group = bcpm_report_finding_group(r, &j->index, f);
         size_t c = find_case(j, file, rule, group);
@@ -106,8 +148,14 @@ static int build_cases(struct junit *j)
         j->finding_case[i] = c;
     }
 
+    /* No rule ran on an unread path, so its suite gets no passing cases. */
+    if (r->nfiles == 0 && j->nextra > 0)
+        nfiles = 0;
     for (size_t file = 0; file < nfiles; file++) {
-        for (size_t k = 0; k < j->options->nrules; k++) {
+        /* A checked file without a format was never opened: no rule passed on it. */
+        int unread = file < r->nfiles && !r->files[file].format;
+
+        for (size_t k = 0; !unread && k < j->options->nrules; k++) {
             if (!rule_seen(j, file, j->options->rules[k]))
                 add_passing_case(j, file, j->options->rules[k]);
         }
@@ -119,10 +167,15 @@ static int build_cases(struct junit *j)
     return 0;
 }
 
-static void write_finding_line(FILE *out, const struct bcpm_finding *f)
+/* One finding; unread is set in the suite of a path that could not be read. */
+static void write_finding_line(FILE *out, const struct bcpm_finding *f, int unread)
 {
     bcpm_report_xml_escape(out, bcpm_severity_name(f->severity));
     fputs(": ", out);
+    if (unread && f->file) {
+        bcpm_report_xml_escape(out, f->file);
+        fputs(": ", out);
+    }
     if (f->tensor) {
         bcpm_report_xml_escape(out, f->tensor);
         fputs(": ", out);
@@ -135,7 +188,8 @@ static void write_case(FILE *out, const struct junit *j, size_t c)
 {
     const struct bcpm_check_result *r = j->result;
     const struct junit_case *tc = &j->cases[c];
-    const char *file = r->nfiles ? r->files[tc->file].path : NULL;
+    const char *file = suite_path(j, tc->file);
+    int unread = tc->file >= r->nfiles || !r->files[tc->file].format;
 
     fputs("    <testcase classname=\"", out);
     bcpm_report_xml_escape(out, tc->rule);
@@ -155,7 +209,7 @@ static void write_case(FILE *out, const struct junit *j, size_t c)
                 bcpm_severity_name(r->fail_on), tc->failures, bcpm_severity_name(r->fail_on));
         for (size_t i = 0; i < r->findings.count; i++) {
             if (j->finding_case[i] == c && r->findings.items[i].severity >= r->fail_on)
-                write_finding_line(out, &r->findings.items[i]);
+                write_finding_line(out, &r->findings.items[i], unread);
         }
         fputs("</failure>\n", out);
     }
@@ -163,7 +217,7 @@ static void write_case(FILE *out, const struct junit *j, size_t c)
         fputs("      <system-out>", out);
         for (size_t i = 0; i < r->findings.count; i++) {
             if (j->finding_case[i] == c && r->findings.items[i].severity < r->fail_on)
-                write_finding_line(out, &r->findings.items[i]);
+                write_finding_line(out, &r->findings.items[i], unread);
         }
         fputs("</system-out>\n", out);
     }
@@ -173,7 +227,7 @@ static void write_case(FILE *out, const struct junit *j, size_t c)
 static void write_document(FILE *out, const struct junit *j)
 {
     const struct bcpm_check_result *r = j->result;
-    size_t nfiles = r->nfiles ? r->nfiles : 1;
+    size_t nfiles = suite_count(j);
     size_t total_failures = 0;
 
     for (size_t c = 0; c < j->ncases; c++)
@@ -194,10 +248,10 @@ static void write_document(FILE *out, const struct junit *j)
             failures += j->cases[c].failures ? 1 : 0;
         }
         fputs("  <testsuite name=\"", out);
-        bcpm_report_xml_escape(out, r->nfiles ? r->files[file].path : "no checkpoint");
+        bcpm_report_xml_escape(out, suite_path(j, file) ? suite_path(j, file) : "no checkpoint");
         fprintf(out, "\" tests=\"%zu\" failures=\"%zu\" errors=\"0\" skipped=\"0\">\n", tests,
                 failures);
-        if (r->nfiles) {
+        if (file < r->nfiles) {
             fputs("    <properties>\n      <property name=\"stage\" value=\"", out);
             bcpm_report_xml_escape(out, bcpm_stage_name(r->files[file].stage_detected));
             fputs("\"/>\n      <property name=\"format\" value=\"", out);
@@ -217,7 +271,8 @@ int bcpm_report_junit(const char *path, const struct bcpm_check_result *result,
                       const struct bcpm_report_options *options, struct bcpm_error *err)
 {
     static const struct bcpm_report_options defaults;
-    struct junit j = {result, options ? options : &defaults, {result, NULL}, NULL, 0, NULL};
+    struct junit j = {result, options ? options : &defaults, {result, NULL}, NULL, 0, NULL,
+                      NULL, 0};
     FILE *out;
     int rc;
 
@@ -249,6 +304,7 @@ int bcpm_report_junit(const char *path, const struct bcpm_check_result *result,
 done:
     free(j.cases);
     free(j.finding_case);
+    free(j.extra);
     bcpm_report_index_free(&j.index);
     return rc;
 }

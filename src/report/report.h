@@ -34,13 +34,31 @@ struct bcpm_report_reference {
     const char *policy;           /* compute policy the export matched: "float32", "bf16", or NULL */
     uint64_t elements;            /* elements compared */
     uint64_t matches;             /* elements equal to the recomputed fake-quant */
-    uint64_t boundary;            /* tie elements where the compute policies disagree */
+    uint64_t boundary;            /* codes that match the policy only at a rounding boundary */
+    uint64_t disagreements;       /* elements whose code differs between the two policies */
     uint64_t mismatches;          /* codes that neither policy produces */
     uint64_t confusion[3][3];     /* [expected code + 1][stored code + 1] */
     uint64_t groups;              /* groups compared */
     uint64_t scale_mismatches;    /* groups whose scale is off by more than the tolerance */
     double scale_ulps_max;        /* largest scale error, in ulps of the stored dtype */
     int quantized_twice;          /* 1 when every scale is off by the nonzero fraction */
+};
+
+/*
+ * Per-tensor preview of the export of a latent checkpoint (no --reference):
+ * the fake-quant recomputed from the latent weights without storing it.
+ */
+struct bcpm_report_preview {
+    size_t tensor;                /* index in bcpm_check_result.tensors */
+    const char *policy;           /* compute policy used: "float32" or "bf16" */
+    float eps;                    /* scale floor used */
+    uint64_t group_size, groups;  /* group size in columns (resolved), groups */
+    uint64_t codes[3];            /* codes -1, 0, +1 over the finite groups */
+    double zero_fraction;         /* codes[1] over all three */
+    double scale_min, scale_max, scale_mean; /* over finite groups, float32 s */
+    uint64_t eps_floor_groups;    /* groups whose scale would be eps */
+    int64_t first_eps_floor_row;  /* -1 when none */
+    uint64_t nonfinite_groups;    /* groups with NaN or Inf, left out */
 };
 
 struct bcpm_report_options {
@@ -52,6 +70,8 @@ struct bcpm_report_options {
     const char *reference_path;   /* --reference LATENT, or NULL */
     const struct bcpm_report_reference *reference; /* per-tensor comparison, or NULL */
     size_t nreference;
+    const struct bcpm_report_preview *preview; /* latent-only export preview, or NULL */
+    size_t npreview;
     const char *const *paths;     /* the paths the user named, for the verdict line; may be NULL */
     size_t npaths;
     const char *const *rules;     /* rule ids in effect, for passing JUnit cases; may be NULL */

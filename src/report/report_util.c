@@ -64,15 +64,22 @@ int bcpm_report_rule_rows(const struct bcpm_check_result *result,
     return 0;
 }
 
+/* Paths that could not be opened (no format) have no stage and are left out. */
 const char *bcpm_report_overall_stage(const struct bcpm_check_result *result)
 {
-    if (result->nfiles == 0)
-        return "unknown";
-    for (size_t i = 1; i < result->nfiles; i++) {
-        if (result->files[i].stage_detected != result->files[0].stage_detected)
+    const struct bcpm_checked_file *first = NULL;
+
+    for (size_t i = 0; i < result->nfiles; i++) {
+        const struct bcpm_checked_file *f = &result->files[i];
+
+        if (!f->format)
+            continue;
+        if (!first)
+            first = f;
+        else if (f->stage_detected != first->stage_detected)
             return "mixed";
     }
-    return bcpm_stage_name(result->files[0].stage_detected);
+    return first ? bcpm_stage_name(first->stage_detected) : "unknown";
 }
 
 const char *bcpm_report_verdict(const struct bcpm_check_result *result)
@@ -88,6 +95,24 @@ static int path_within(const char *path, const char *dir)
     if (strncmp(path, dir, n) != 0)
         return 0;
     return path[n] == '\0' || path[n] == '/' || (n > 0 && dir[n - 1] == '/');
+}
+
+int bcpm_report_finding_file_found(const struct bcpm_check_result *result,
+                                   const struct bcpm_report_index *index,
+                                   const struct bcpm_finding *finding, size_t *out)
+{
+    *out = bcpm_report_finding_file(result, index, finding);
+    if (!finding->file)
+        return 1;
+    for (size_t i = 0; i < result->nfiles; i++) {
+        if (result->files[i].path && path_within(finding->file, result->files[i].path))
+            return 1;
+    }
+    for (size_t i = 0; i < result->ntensors; i++) {
+        if (result->tensors[i].file && strcmp(result->tensors[i].file, finding->file) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 size_t bcpm_report_finding_file(const struct bcpm_check_result *result,

@@ -60,6 +60,15 @@ size_t bcpm_report_finding_file(const struct bcpm_check_result *result,
                                 const struct bcpm_report_index *index,
                                 const struct bcpm_finding *finding);
 
+/*
+ * Like bcpm_report_finding_file, and returns 1 when the finding belongs to a
+ * checked file, 0 when it names a file that none of them holds (a checkpoint
+ * or reference that could not be read), where *out is only the fallback 0.
+ */
+int bcpm_report_finding_file_found(const struct bcpm_check_result *result,
+                                   const struct bcpm_report_index *index,
+                                   const struct bcpm_finding *finding, size_t *out);
+
 int bcpm_report_index_build(struct bcpm_report_index *index,
                             const struct bcpm_check_result *result);
 void bcpm_report_index_free(struct bcpm_report_index *index);

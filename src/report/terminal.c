@@ -447,9 +447,11 @@ static void print_reference(const struct terminal *t)
     static const char *const code_labels[] = {"-1", "0", "+1"};
     const struct bcpm_report_options *o = t->options;
     uint64_t elements = 0, matches = 0, boundary = 0, mismatches = 0, scale_bad = 0;
+    uint64_t disagreements = 0;
 
     for (size_t i = 0; i < o->nreference; i++) {
         elements += o->reference[i].elements;
+        disagreements += o->reference[i].disagreements;
         matches += o->reference[i].matches;
         boundary += o->reference[i].boundary;
         mismatches += o->reference[i].mismatches;
@@ -460,8 +462,9 @@ static void print_reference(const struct terminal *t)
     put_text(t->out, o->reference_path ? o->reference_path : "the reference");
     fprintf(t->out,
             ": %zu tensors, %" PRIu64 " elements, %" PRIu64 " match, %" PRIu64 " boundary, %" PRIu64
-            " mismatching codes, %" PRIu64 " groups with scale errors\n",
-            o->nreference, elements, matches, boundary, mismatches, scale_bad);
+            " mismatching codes, %" PRIu64 " groups with scale errors; the float32 and bf16"
+            " policies disagree on %" PRIu64 " elements\n",
+            o->nreference, elements, matches, boundary, mismatches, scale_bad, disagreements);
     if (o->verbosity <= 0)
         return;
 
@@ -515,6 +518,70 @@ static void print_totals(const struct terminal *t)
             counts[BCPM_SEVERITY_WARNING], counts[BCPM_SEVERITY_INFO]);
 }
 
+static double fraction(uint64_t part, uint64_t whole)
+{
+    return whole ? (double)part / (double)whole : 0.0;
+}
+
+/*
+ * The export preview of a latent checkpoint: zero fraction and scale range
+ * over every previewed tensor, the groups at the eps floor, and with -v one
+ * line per tensor.
+ */
+static void print_preview(const struct terminal *t)
+{
+    const struct bcpm_report_options *o = t->options;
+    uint64_t codes[3] = {0, 0, 0}, groups = 0, floor = 0, floor_tensors = 0;
+    double smin = 0, smax = 0, weighted = 0;
+    uint64_t scaled_groups = 0;
+
+    for (size_t i = 0; i < o->npreview; i++) {
+        const struct bcpm_report_preview *p = &o->preview[i];
+        uint64_t finite = p->groups - p->nonfinite_groups;
+
+        for (int c = 0; c < 3; c++)
+            codes[c] += p->codes[c];
+        groups += p->groups;
+        floor += p->eps_floor_groups;
+        floor_tensors += p->eps_floor_groups ? 1 : 0;
+        if (finite == 0)
+            continue;
+        if (scaled_groups == 0 || p->scale_min < smin)
+            smin = p->scale_min;
+        if (scaled_groups == 0 || p->scale_max > smax)
+            smax = p->scale_max;
+        weighted += p->scale_mean * (double)finite;
+        scaled_groups += finite;
+    }
+
+    print_heading(t, "Export preview");
+    fprintf(t->out,
+            "  %zu ternary tensors, %" PRIu64 " groups, %s policy, eps %g: zero fraction %.4f"
+            " (codes -1 %.4f, +1 %.4f); scale min %.6g, max %.6g, mean %.6g; %" PRIu64
+            " groups in %" PRIu64 " tensors at the eps floor\n",
+            o->npreview, groups, o->preview[0].policy, (double)o->preview[0].eps,
+            fraction(codes[1], codes[0] + codes[1] + codes[2]),
+            fraction(codes[0], codes[0] + codes[1] + codes[2]),
+            fraction(codes[2], codes[0] + codes[1] + codes[2]), smin, smax,
+            scaled_groups ? weighted / (double)scaled_groups : 0.0, floor, floor_tensors);
+    if (o->verbosity <= 0)
+        return;
+
+    for (size_t i = 0; i < o->npreview; i++) {
+        const struct bcpm_report_preview *p = &o->preview[i];
+        const struct bcpm_tensor_stats *ts =
+            p->tensor < t->result->ntensors ? &t->result->tensors[p->tensor] : NULL;
+
+        fputs("  ", t->out);
+        put_text(t->out, ts && ts->name ? ts->name : "?");
+        fprintf(t->out,
+                ": zero fraction %.4f, scale min %.6g, max %.6g, mean %.6g, %" PRIu64 " of %" PRIu64
+                " groups at the eps floor\n",
+                p->zero_fraction, p->scale_min, p->scale_max, p->scale_mean, p->eps_floor_groups,
+                p->groups);
+    }
+}
+
 int bcpm_report_terminal(FILE *out, const struct bcpm_check_result *result,
                          const struct bcpm_report_options *options)
 {
@@ -546,6 +613,8 @@ int bcpm_report_terminal(FILE *out, const struct bcpm_check_result *result,
         print_tensor_stats(&t);
     if (rc == 0 && t.options->reference)
         print_reference(&t);
+    if (rc == 0 && t.options->npreview > 0)
+        print_preview(&t);
     if (rc == 0)
         print_totals(&t);
 

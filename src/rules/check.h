@@ -21,6 +21,11 @@ struct ternary_summary {
     uint64_t rows, columns, groups;
     uint64_t groups_ternary;     /* one magnitude (or all zero), no NaN or Inf */
     uint64_t groups_bad;         /* several magnitudes that no shard split explains */
+    uint64_t groups_many;        /* of those, groups with more than many_above magnitudes,
+                                    more than a damaged ternary group shows: latent-looking */
+    uint32_t many_above;
+    uint32_t bad_magnitudes;     /* distinct magnitudes of the first bad group (capped at
+                                    BCPM_TERNARY_MAX_MAGNITUDES + 1) */
     uint64_t codes[3];           /* -1, 0, +1 over ternary groups */
     int64_t bad_row, bad_column; /* first element of the first bad group that is not -s, 0, +s */
     double bad_value, bad_scale;

@@ -99,6 +99,8 @@ struct eval_ctx {
     const struct model_config *cfg;
     const struct layout *layout;
     int depth;
+    char missing[129];     /* the first field neither the config nor a default gives */
+    char via[129];         /* the default that needed it, or "" */
 };
 
 static int lookup(void *opaque, const char *name, int64_t *value, char *reason, size_t reason_size)
@@ -143,6 +145,8 @@ static int lookup(void *opaque, const char *name, int64_t *value, char *reason, 
         }
         ctx->depth++;
         if (bcpm_expr_eval(d->value.text, lookup, ctx, value, inner, sizeof(inner)) != 0) {
+            if (ctx->missing[0] && !ctx->via[0])
+                snprintf(ctx->via, sizeof(ctx->via), "%s", name);
             snprintf(reason, reason_size, "default of '%s' (line %u): %s", name, d->value.line, inner);
             ctx->depth--;
             return -1;
@@ -150,17 +154,36 @@ static int lookup(void *opaque, const char *name, int64_t *value, char *reason, 
         ctx->depth--;
         return 0;
     }
+    if (!ctx->missing[0])
+        snprintf(ctx->missing, sizeof(ctx->missing), "%s", name);
     return 1;
 }
 
 int config_eval(const struct model_config *cfg, const struct layout *layout,
                 const struct rule_expr *expr, int64_t *out, struct bcpm_error *err)
 {
-    struct eval_ctx ctx = { cfg, layout, 0 };
-    char reason[768];
+    struct eval_ctx ctx = { cfg, layout, 0, "", "" };
+    char reason[768], via[192] = "";
 
     if (bcpm_expr_eval(expr->text, lookup, &ctx, out, reason, sizeof(reason)) == 0)
         return 0;
+
+    /* A field the config lacks is the config's fault: name the config, and where the rule is. */
+    if (ctx.missing[0]) {
+        if (ctx.via[0])
+            snprintf(via, sizeof(via), ", through the default of '%s'", ctx.via);
+        if (cfg && cfg->root)
+            bcpm_error_set(err, BCPM_ERR_RULES, cfg->path, NULL,
+                           "config has no '%s', which the %s layout needs (%s:%u%s)",
+                           ctx.missing, layout ? layout->family : "chosen", expr->file,
+                           expr->line, via);
+        else
+            bcpm_error_set(err, BCPM_ERR_RULES, expr->file, NULL,
+                           "no config.json was found, and the %s layout needs '%s' (%s:%u%s)",
+                           layout ? layout->family : "chosen", ctx.missing, expr->file,
+                           expr->line, via);
+        return BCPM_ERR_RULES;
+    }
     bcpm_error_set(err, BCPM_ERR_RULES, expr->file, layout ? layout->family : NULL,
                    "%s; fields come from %s%s and the defaults of layout '%s'", reason,
                    cfg ? "config " : "no config", cfg ? cfg->path : "",

@@ -29,7 +29,10 @@ int config_matches(const struct model_config *cfg, const struct layout *layout);
 
 /*
  * Evaluate expr over cfg (may be NULL) and the layout's defaults. Errors are
- * BCPM_ERR_RULES naming the rule file, line and column of the expression.
+ * BCPM_ERR_RULES. A field that neither the config nor a default gives is
+ * blamed on the config (err names its path, and the message the rule file
+ * and line that needs the field); other errors name the rule file, line and
+ * column of the expression.
  */
 int config_eval(const struct model_config *cfg, const struct layout *layout,
                 const struct rule_expr *expr, int64_t *out, struct bcpm_error *err);

@@ -169,11 +169,16 @@ int bcpm_check_catalog(const struct bcpm_ruleset *rs, const struct bcpm_catalog 
 
     file = &result->files[result->nfiles - 1];
     file->stage_detected = ctx.stage;
-    /* Both families share tensor names, so a layout chosen by names alone names no family. */
-    if (rc == 0 && ctx.layout && (ctx.layout_from_config || opt->family) &&
-        !(file->family = strdup(ctx.layout->family)))
+
+    /*
+     * Both families share tensor names, so a layout chosen by names alone
+     * names no family. The family and config are kept when the check failed
+     * too: a report of a config error must show which config it read.
+     */
+    if (ctx.layout && (ctx.layout_from_config || opt->family) &&
+        !(file->family = strdup(ctx.layout->family)) && rc == 0)
         rc = bcpm_error_set(err, BCPM_ERR_NOMEM, cat->path, NULL, "out of memory");
-    if (rc == 0 && ctx.config.path && !(file->config_path = strdup(ctx.config.path)))
+    if (ctx.config.path && !(file->config_path = strdup(ctx.config.path)) && rc == 0)
         rc = bcpm_error_set(err, BCPM_ERR_NOMEM, cat->path, NULL, "out of memory");
 
     config_clear(&ctx.config);

@@ -94,6 +94,8 @@ void bcpm_ruleset_apply(const struct bcpm_ruleset *rs, struct bcpm_findings *fin
 size_t bcpm_ruleset_layout_count(const struct bcpm_ruleset *rs);
 const char *bcpm_ruleset_layout_family(const struct bcpm_ruleset *rs, size_t i);
 
+struct bcpm_quant_digest; /* quant/quant.h */
+
 struct bcpm_check_options {
     const char *config_path;        /* --config; NULL: the catalog's, else config.json beside the weights */
     const char *family;             /* force a layout by family id; NULL: match the config */
@@ -104,6 +106,9 @@ struct bcpm_check_options {
     /* Called after each tensor with the bytes done and the catalog's total; may be NULL. */
     void (*progress)(void *ctx, uint64_t done_bytes, uint64_t total_bytes);
     void *progress_ctx;
+    /* Receives the catalog's bytes in file order as the value pass reads them (a content
+       digest, see struct bcpm_quant_digest); may be NULL. */
+    const struct bcpm_quant_digest *digest;
 };
 
 /* Defaults: no config override, no assertion, fail on error, all CPUs. */

@@ -59,6 +59,7 @@ static int parse_number(struct parser *ps, int64_t *out)
 
 static int parse_identifier(struct parser *ps, int64_t *out)
 {
+    const char *start = ps->p;
     char name[IDENT_MAX + 1];
     size_t n = 0;
     char reason[256] = "";
@@ -80,6 +81,10 @@ static int parse_identifier(struct parser *ps, int64_t *out)
         return 0;
     }
     rc = ps->lookup(ps->ctx, name, out, reason, sizeof(reason));
+
+    /* A name that cannot be resolved is pointed at by its first character. */
+    if (rc != 0)
+        ps->p = start;
     if (rc == 1)
         return fail(ps, "unknown identifier '%s'", name);
     if (rc != 0)

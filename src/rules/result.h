@@ -15,7 +15,8 @@
 enum bcpm_stage {
     BCPM_STAGE_UNKNOWN,
     BCPM_STAGE_LATENT,    /* full-precision latent weights, as released unquantized */
-    BCPM_STAGE_FINETUNED, /* latent weights after training; values look like latent ones */
+    BCPM_STAGE_FINETUNED, /* latent weights after training: assertable only, since the
+                             values look like latent ones and are detected as LATENT */
     BCPM_STAGE_PSEUDO,    /* every group of every ternary tensor holds only -s, 0, +s */
 };
 

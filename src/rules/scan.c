@@ -143,6 +143,19 @@ static void record_shard(struct ternary_summary *s, int k, uint64_t row)
     }
 }
 
+/*
+ * More distinct magnitudes than this in one group mark it latent-looking.
+ * Gaussian latent weights give nearly one magnitude per element, while a
+ * damaged ternary group (a few values off by a rounding step) keeps two to
+ * four; narrow groups cannot show many, so half their width counts.
+ */
+static uint32_t latent_magnitudes(uint64_t width)
+{
+    uint64_t half = width / 2;
+
+    return half < BCPM_TERNARY_MAX_MAGNITUDES ? (uint32_t)half : BCPM_TERNARY_MAX_MAGNITUDES;
+}
+
 static void summarize(const struct bcpm_tensor *t, const struct bcpm_ternary_scan *scan,
                       const struct shard_rule *rule, struct ternary_summary *s, float *scales,
                       uint64_t capacity)
@@ -150,6 +163,7 @@ static void summarize(const struct bcpm_tensor *t, const struct bcpm_ternary_sca
     uint64_t width = scan->columns / (scan->groups_per_row ? scan->groups_per_row : 1);
     double normal = min_normal(t->dtype);
 
+    s->many_above = latent_magnitudes(width);
     for (uint64_t r = 0; r < scan->rows; r++) {
         for (uint64_t gi = 0; gi < scan->groups_per_row; gi++) {
             const struct bcpm_ternary_group *g = &scan->groups[r * scan->groups_per_row + gi];
@@ -169,8 +183,12 @@ static void summarize(const struct bcpm_tensor *t, const struct bcpm_ternary_sca
                     add_scale(s, g->magnitude[j], r, normal, scales, capacity);
                 continue;
             }
-            if (s->groups_bad++ == 0)
+            if (g->magnitudes > s->many_above)
+                s->groups_many++;
+            if (s->groups_bad++ == 0) {
+                s->bad_magnitudes = g->magnitudes;
                 locate_bad(t, s, r, g, start, width);
+            }
         }
     }
     if (s->scale_count) {
@@ -363,7 +381,8 @@ static int scan_one(struct check_ctx *ctx, size_t i, struct bcpm_error *err)
 {
     const struct bcpm_tensor *t = &ctx->cat->tensors[i];
     int ternary = ctx->info[i].role == BCPM_ROLE_TERNARY && bcpm_dtype_is_float(t->dtype);
-    struct bcpm_quant_options options = { .threads = ctx->opt->threads };
+    struct bcpm_quant_options options = { .threads = ctx->opt->threads,
+                                          .digest = ctx->opt->digest };
     struct bcpm_value_stats vs;
     int have_stats = 0, rc;
 

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant/quant.h"
+
 /* Tensors of one kind (same name with the layer index replaced) for scale outliers. */
 struct kind_group {
     char *kind;
@@ -26,13 +28,17 @@ static enum bcpm_severity severity_of(const struct rule_check *c)
     return c ? c->severity : BCPM_SEVERITY_INFO;
 }
 
-/* A ternary tensor looks latent when most of its groups hold many distinct magnitudes. */
+/*
+ * A ternary tensor looks latent when most of its groups hold many distinct
+ * magnitudes. Groups that hold only a few (a damaged conversion) do not count:
+ * such a tensor is pseudo-quantized with value errors, never a latent pass.
+ */
 static int looks_latent(const struct check_ctx *ctx, const struct ternary_summary *s)
 {
     const struct rule_check *c = rules_find_kind(ctx->rs, "stage.mismatch");
     double fraction = rules_param_number(c, "latent_fraction", 0.5);
 
-    return s->scanned && s->groups && (double)s->groups_bad > fraction * (double)s->groups;
+    return s->scanned && s->groups && (double)s->groups_many > fraction * (double)s->groups;
 }
 
 static void report_nonfinite(struct check_ctx *ctx, size_t i)
@@ -70,20 +76,19 @@ static void report_values(struct check_ctx *ctx, size_t i)
     uint64_t codes = s->codes[0] + s->codes[1] + s->codes[2];
     struct bcpm_finding *f;
 
-    if (s->problem[0]) {
-        check_report(ctx, c, severity_of(c), check_tensor_file(ctx, i), t->name,
-                     "cannot check the ternary value set: %s", s->problem);
-        return;
-    }
     if (!s->scanned || s->groups_bad == 0)
         return;
     f = check_report(ctx, c, severity_of(c), check_tensor_file(ctx, i), t->name,
                      "%" PRIu64 " of %" PRIu64 " groups (group size %" PRId64 ") are not "
                      "ternary; the first value that is not -s, 0 or +s is %.9g at row %" PRId64
-                     ", column %" PRId64 ", where the group's scale s is %.9g; codes -1/0/+1 "
-                     "over ternary groups: %.3f/%.3f/%.3f",
+                     ", column %" PRId64 ", where the group's scale s is %.9g and the group "
+                     "holds %s%u distinct magnitudes; codes -1/0/+1 over ternary groups: "
+                     "%.3f/%.3f/%.3f",
                      s->groups_bad, s->groups, s->group_size, s->bad_value, s->bad_row,
                      s->bad_column, s->bad_scale,
+                     s->bad_magnitudes > BCPM_TERNARY_MAX_MAGNITUDES ? "more than " : "",
+                     s->bad_magnitudes > BCPM_TERNARY_MAX_MAGNITUDES
+                         ? (unsigned)BCPM_TERNARY_MAX_MAGNITUDES : (unsigned)s->bad_magnitudes,
                      codes ? (double)s->codes[0] / (double)codes : 0,
                      codes ? (double)s->codes[1] / (double)codes : 0,
                      codes ? (double)s->codes[2] / (double)codes : 0);
@@ -290,6 +295,68 @@ static int report_outliers(struct check_ctx *ctx, struct bcpm_error *err)
     return 0;
 }
 
+/*
+ * One finding for the tensors whose columns the group size does not divide:
+ * their values were not checked, and a run that skipped them must not pass.
+ * The group size is a setting of the run, so it is reported once, with the
+ * column counts it missed, not once per tensor.
+ */
+static void report_group_size(struct check_ctx *ctx, const size_t *order)
+{
+    const struct rule_check *c = rules_find_kind(ctx->rs, "ternary.groups");
+    const struct rule_check *values = rules_find_kind(ctx->rs, "ternary.values");
+    size_t skipped = 0, ternary = 0, first = SIZE_MAX;
+    uint64_t columns[4];
+    size_t ncolumns = 0, more = 0;
+    char list[128], origin[512];
+    int64_t group_size = 0;
+    size_t used = 0;
+
+    for (size_t k = 0; k < ctx->cat->ntensors; k++) {
+        const struct ternary_summary *s = &ctx->info[order[k]].ternary;
+        size_t j = 0;
+
+        if (!s->scanned && !s->problem[0])
+            continue;
+        ternary++;
+        if (!s->problem[0])
+            continue;
+        if (skipped++ == 0) {
+            first = order[k];
+            group_size = s->group_size;
+        }
+        while (j < ncolumns && columns[j] != s->columns)
+            j++;
+        if (j == ncolumns && ncolumns < sizeof(columns) / sizeof(columns[0]))
+            columns[ncolumns++] = s->columns;
+        else if (j == ncolumns)
+            more = 1;
+    }
+    if (skipped == 0)
+        return;
+
+    /* A disabled ternary.groups entry leaves the report to ternary.values, never to nobody. */
+    if (!c)
+        c = values;
+    list[0] = '\0';
+    for (size_t j = 0; j < ncolumns && used < sizeof(list); j++)
+        used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%" PRIu64,
+                                 j ? ", " : "", columns[j]);
+    if (ctx->opt->group_size_override)
+        snprintf(origin, sizeof(origin), "--group-size");
+    else if (values && values->file)
+        snprintf(origin, sizeof(origin), "the ternary.values rule (%s:%u)", values->file,
+                 values->line);
+    else
+        snprintf(origin, sizeof(origin), "the ternary.values rule");
+    check_report(ctx, c, BCPM_SEVERITY_ERROR, check_tensor_file(ctx, first),
+                 ctx->cat->tensors[first].name,
+                 "group size %" PRId64 " from %s does not divide the column count of %zu of "
+                 "the %zu ternary tensors (%s%s columns): their values were not checked for -s, 0 and +s; "
+                 "choose a group size that divides the column count, or -1 for one group "
+                 "per row", group_size, origin, skipped, ternary, list, more ? ", ..." : "");
+}
+
 /* ---- the stage ---- */
 
 struct stage_count {
@@ -334,19 +401,22 @@ static void report_stage(struct check_ctx *ctx, const struct stage_count *n)
         name = ctx->cat->tensors[n->first_latent].name;
         s = &ctx->info[n->first_latent].ternary;
         check_report(ctx, c, severity_of(c), check_tensor_file(ctx, n->first_latent), name,
-                     "expected a pseudo-quantized checkpoint, but %zu of %zu ternary tensors "
-                     "hold many distinct values per group (here %" PRIu64 " of %" PRIu64
-                     " groups): the weights look like unquantized latent weights, not the "
-                     "output of a ternary conversion", n->latent, n->ternary, s->groups_bad,
-                     s->groups);
+                     "expected a pseudo-quantized checkpoint, but in %zu of %zu ternary tensors "
+                     "most groups hold more than %u distinct magnitudes (here %" PRIu64 " of %"
+                     PRIu64 " groups): the weights look like unquantized latent weights, not "
+                     "the output of a ternary conversion", n->latent, n->ternary,
+                     (unsigned)s->many_above, s->groups_many, s->groups);
         return;
     }
     if ((expected == BCPM_STAGE_LATENT || expected == BCPM_STAGE_FINETUNED) && n->latent == 0) {
         name = ctx->cat->tensors[n->first_quantized].name;
+        /* Fine-tuned weights are latent weights after training: values cannot tell them apart. */
         check_report(ctx, c, severity_of(c), check_tensor_file(ctx, n->first_quantized), name,
                      "expected %s weights, but every one of the %zu ternary tensors already "
                      "holds only -s, 0 and +s per group: the checkpoint is pseudo-quantized, and "
-                     "fine-tuning it would lose the latent weights", bcpm_stage_name(expected),
+                     "fine-tuning it would lose the latent weights",
+                     expected == BCPM_STAGE_FINETUNED ? "fine-tuned latent (not pseudo-quantized)"
+                                                      : "latent",
                      n->ternary);
         return;
     }
@@ -394,6 +464,7 @@ int ternary_report(struct check_ctx *ctx, struct bcpm_error *err)
         report_groups(ctx, i);
         report_subnormal(ctx, i);
     }
+    report_group_size(ctx, order);
     free(order);
 
     if (check_values) {

@@ -78,5 +78,45 @@ code=$?
 [ "$code" = 2 ] || fail "missing reference: exit $code, expected 2"
 grep -q "no-such-latent.pt" "$tmp/missing.err" || fail "missing reference: file not named"
 
+# reference.boundary under --compute auto: a tensor that matches one policy
+# bit for bit gets no finding of its own; such tensors are folded into one
+# finding without a tensor, whose element count is the sum of the per-tensor
+# policy_disagreements. Tensors with boundary codes keep their own finding.
+boundary_findings() {
+    n=$("$probe" "$1" findings.#)
+    k=0
+    while [ "$k" -lt "$n" ]; do
+        [ "$("$probe" "$1" "findings.$k.rule")" = reference.boundary ] &&
+            echo "$("$probe" "$1" "findings.$k.tensor")|$("$probe" "$1" "findings.$k.message")"
+        k=$((k + 1))
+    done
+}
+boundary_findings "$tmp/good.json" >"$tmp/boundary.txt"
+disagree=0
+with_boundary=0
+i=0
+while [ "$i" -lt "$nternary" ]; do
+    disagree=$((disagree + $("$probe" "$tmp/good.json" "reference.tensors.$i.policy_disagreements")))
+    [ "$("$probe" "$tmp/good.json" "reference.tensors.$i.boundary")" = 0 ] ||
+        with_boundary=$((with_boundary + 1))
+    i=$((i + 1))
+done
+per_tensor=$(grep -vc '^null|' "$tmp/boundary.txt")
+[ "$per_tensor" = "$with_boundary" ] ||
+    fail "auto: $per_tensor per-tensor boundary findings, expected $with_boundary"
+if [ "$disagree" -gt 0 ]; then
+    grep -q "^null|.* disagree on $disagree elements*, all at rounding boundaries" \
+        "$tmp/boundary.txt" || fail "auto: no folded boundary finding for $disagree elements"
+fi
+
+# Under an explicit policy the per-tensor findings stay, with singular nouns for 1.
+"$check" --no-audit --compute bf16 --format json "$pairs/pseudo.pt" \
+    --reference "$pairs/latent.pt" >"$tmp/bf16.json" 2>/dev/null
+boundary_findings "$tmp/bf16.json" >"$tmp/bf16.txt"
+grep -q '[^0-9]1 \(codes\|scales\|elements\)' "$tmp/bf16.txt" &&
+    fail "bf16: a boundary message says '1 codes', '1 scales' or '1 elements'"
+grep -q ' 0 codes and 0 scales' "$tmp/bf16.txt" &&
+    fail "bf16: a boundary finding for a tensor without boundary codes or scales"
+
 [ "$failed" = 0 ] && echo "all bitcpm-check --reference checks passed"
 exit "$failed"

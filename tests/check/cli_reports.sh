@@ -75,7 +75,8 @@ expect_probe "$tmp/pass.out" files.0.format safetensors
 expect_probe "$tmp/pass.out" findings.# 0
 expect_probe "$tmp/pass.out" reference null
 expect_probe "$tmp/pass.out" tensors.0.keys \
-    "name file dtype shape role numel nan inf min max mean std ternary"
+    "name file dtype shape role numel nan inf min max mean std ternary preview"
+expect_probe "$tmp/pass.out" tensors.0.preview null
 xmllint --noout "$tmp/pass.xml" || fail "pass: JUnit XML is not well-formed"
 grep -q '<failure' "$tmp/pass.xml" && fail "pass: JUnit XML has a failure"
 expect_probe "$tmp/pass.sarif" version 2.1.0

@@ -220,6 +220,86 @@ static void kernels_codes(void **state)
     each_table(check_codes);
 }
 
+/*
+ * The fused reference kernel against the separate kernels it replaces: the
+ * stored codes and both codes by threshold, with the exceptions listed where
+ * they are not all equal. Latent values sit at and next to the thresholds;
+ * stored values are zeros, +-magnitude, NaN and other values.
+ */
+static void check_reference_bf16(const struct bcpm_quant_kernels *k,
+                                 const struct bcpm_quant_kernels *s)
+{
+    uint32_t seed = 23;
+    uint16_t x[N], y[N];
+    uint32_t got[N], want[N];
+    int8_t a[N], b[N], stored[N];
+    /* t0 is a BF16 value, so some latent values equal it exactly. */
+    const float t0 = bcpm_bf16_to_f32(bcpm_f32_to_bf16(0.01f)), t1 = nextafterf(t0, 1.0f);
+    const float thresholds[][2] = {{t0, t1},      {t1, t0},        {0.01f, t0},
+                                   {0.0f, t0},    {-0.0f, t0},     {INFINITY, NAN},
+                                   {-t0, t0},     {t0, -INFINITY}, {3.3e38f, 1e-40f}};
+    uint16_t mag = bcpm_f32_to_bf16(0.0234f);
+    const uint16_t specials[] = {0x7f80u, 0xff80u, 0x7f81u, 0xff81u, 0x7fffu,
+                                 0xffffu, 0x0001u, 0x8001u, 0x7f7fu, 0xff7fu};
+
+    for (int i = 0; i < N; i++) {
+        uint32_t r = next_random(&seed);
+        float w = random_weight(&seed);
+
+        /* Every fourth latent value sits on a threshold or one bf16 step from it. */
+        if (r % 4 == 0)
+            w = (r & 8 ? -1.0f : 1.0f) * bcpm_bf16_to_f32((uint16_t)(bcpm_f32_to_bf16(t0) +
+                                                                      (int)(r >> 4) % 3 - 1));
+        x[i] = bcpm_f32_to_bf16(w);
+        /* Infinities, NaNs of both signs at the ends of their ranges, subnormals. */
+        if (r % 16 == 1)
+            x[i] = specials[(r >> 4) % (sizeof(specials) / sizeof(specials[0]))];
+        switch (next_random(&seed) % 8) {
+        case 0: y[i] = 0; break;
+        case 1: y[i] = 0x8000u; break;
+        case 2: y[i] = 0x7fc0u; break;
+        case 3: y[i] = bcpm_f32_to_bf16(-0.5f); break;
+        default: y[i] = (uint16_t)(mag | (next_random(&seed) & 1 ? 0x8000u : 0)); break;
+        }
+    }
+    for (size_t n = 0; n <= N; n += (n < 70 ? 1 : 23)) {
+        for (size_t j = 0; j < sizeof(thresholds) / sizeof(thresholds[0]); j++) {
+            for (int zero_magnitude = 0; zero_magnitude < 2; zero_magnitude++) {
+                uint16_t m = zero_magnitude ? 0 : mag;
+                uint64_t ca[4] = {0}, cb[4] = {0}, cc[4] = {0};
+                size_t found = 0;
+                size_t count_k = k->reference_bf16(x, y, n, thresholds[j][0], thresholds[j][1],
+                                                   m, ca, got);
+                size_t count_s = s->reference_bf16(x, y, n, thresholds[j][0], thresholds[j][1],
+                                                   m, cb, want);
+
+                assert_int_equal(count_k, count_s);
+                assert_memory_equal(got, want, count_k * sizeof(got[0]));
+                assert_memory_equal(ca, cb, sizeof(ca));
+
+                /* The scalar kernel is the separate kernels fused. */
+                s->codes_threshold2_bf16(x, n, thresholds[j][0], thresholds[j][1], a, b);
+                s->stored_codes_bf16(y, n, m, stored, cc);
+                assert_memory_equal(cb, cc, sizeof(cb));
+                for (size_t i = 0; i < n; i++) {
+                    if (a[i] != stored[i] || b[i] != stored[i]) {
+                        assert_true(found < count_s);
+                        assert_int_equal(want[found], i);
+                        found++;
+                    }
+                }
+                assert_int_equal(found, count_s);
+            }
+        }
+    }
+}
+
+static void kernels_reference(void **state)
+{
+    (void)state;
+    each_table(check_reference_bf16);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +308,7 @@ int main(void)
         cmocka_unit_test(kernels_stored_codes),
         cmocka_unit_test(kernels_stats),
         cmocka_unit_test(kernels_codes),
+        cmocka_unit_test(kernels_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

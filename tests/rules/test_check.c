@@ -349,8 +349,11 @@ static void check_stage_assertions(void **state)
         assert_int_equal(f->severity, BCPM_SEVERITY_ERROR);
         assert_int_equal(result.files[0].stage_detected, detected);
         assert_int_equal(result.failed, 1);
-        if (asserted == BCPM_STAGE_PSEUDO)
+        /* The message states how many magnitudes it saw, not a vague "many". */
+        if (asserted == BCPM_STAGE_PSEUDO) {
             assert_non_null(strstr(f->message, "look like unquantized latent weights"));
+            assert_non_null(strstr(f->message, "more than 8 distinct magnitudes"));
+        }
         else
             assert_non_null(strstr(f->message, "fine-tuning it would lose the latent weights"));
         /* Latent weights asserted pseudo give one stage finding, not one per tensor. */
@@ -391,6 +394,83 @@ static size_t count_rule(const struct bcpm_check_result *result, const char *rul
     return n;
 }
 
+/*
+ * A damaged pseudo-quantized export (rows with one or two values moved by
+ * 0.003, so 2 to 4 magnitudes where latent rows hold dozens) is detected as
+ * pseudo-quantized with value errors, with or without --stage pseudo: never
+ * as a latent checkpoint that passes.
+ */
+static void check_damaged_rows(void **state)
+{
+    static const enum bcpm_stage asserted[] = { BCPM_STAGE_UNKNOWN, BCPM_STAGE_PSEUDO };
+    char path[1200];
+    json_t *expected, *tensors;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/defect-damaged-rows/expected.json", check_dir);
+    expected = json_load_file(path, 0, NULL);
+    assert_non_null(expected);
+    tensors = json_object_get(expected, "tensors");
+    assert_int_equal(json_object_size(tensors), 14);
+
+    for (size_t a = 0; a < sizeof(asserted) / sizeof(asserted[0]); a++) {
+        struct bcpm_check_result result;
+        size_t values = 0;
+
+        run_check(json_string_value(json_object_get(expected, "path")), asserted[a], &result);
+        assert_int_equal(result.files[0].stage_detected, BCPM_STAGE_PSEUDO);
+        assert_int_equal(result.failed, 1);
+        assert_int_equal(count_rule(&result, "stage.mismatch"), 0);
+        for (size_t i = 0; i < result.findings.count; i++) {
+            const struct bcpm_finding *f = &result.findings.items[i];
+            json_t *want = json_object_get(tensors, f->tensor ? f->tensor : "");
+            char text[128];
+
+            if (strcmp(f->rule, "ternary.values") != 0)
+                continue;
+            values++;
+            assert_non_null(want);
+            assert_int_equal(f->severity, BCPM_SEVERITY_ERROR);
+            snprintf(text, sizeof(text), "%lld of %lld groups",
+                     json_integer_value(json_object_get(want, "groups_bad")),
+                     json_integer_value(json_object_get(want, "groups")));
+            assert_non_null(strstr(f->message, text));
+            assert_int_equal(f->row, json_integer_value(json_object_get(want, "row")));
+            assert_int_equal(f->column, json_integer_value(json_object_get(want, "column")));
+            assert_true(f->value == json_real_value(json_object_get(want, "value")));
+            assert_non_null(strstr(f->message, "distinct magnitudes"));
+            assert_null(strstr(f->message, "more than"));
+        }
+        assert_int_equal(values, json_object_size(tensors));
+        bcpm_check_result_free(&result);
+    }
+    json_decref(expected);
+}
+
+/* --stage finetuned asserts latent weights: the values cannot tell the two apart. */
+static void check_stage_finetuned(void **state)
+{
+    struct bcpm_check_result result;
+    const struct bcpm_finding *f;
+
+    (void)state;
+    run_check("minicpm-pseudo-zip/pytorch_model.bin", BCPM_STAGE_FINETUNED, &result);
+    f = only_finding(&result, "stage.mismatch");
+    assert_int_equal(f->severity, BCPM_SEVERITY_ERROR);
+    assert_non_null(strstr(f->message, "expected fine-tuned latent (not pseudo-quantized) "
+                                       "weights"));
+    assert_int_equal(result.files[0].stage_detected, BCPM_STAGE_PSEUDO);
+    assert_int_equal(result.failed, 1);
+    bcpm_check_result_free(&result);
+
+    /* Fine-tuned weights look like latent ones, and are reported as latent. */
+    run_check("llama-latent-zip/pytorch_model.bin", BCPM_STAGE_FINETUNED, &result);
+    assert_int_equal(count_rule(&result, "stage.mismatch"), 0);
+    assert_int_equal(result.files[0].stage_detected, BCPM_STAGE_LATENT);
+    assert_int_equal(result.failed, 0);
+    bcpm_check_result_free(&result);
+}
+
 static void override_group_size(void **state)
 {
     struct bcpm_ruleset *rs = rules_with("checks:\n  - id: ternary.values\n"
@@ -410,6 +490,50 @@ static void override_group_size(void **state)
     assert_non_null(strstr(f->message, "1 of 256 groups (group size 32)"));
     assert_int_equal(f->row, 5);
     assert_int_equal(f->column, 17);
+    bcpm_check_result_free(&result);
+    bcpm_ruleset_free(rs);
+}
+
+/*
+ * A group size that divides no ternary tensor's column count (7 against the
+ * 64 and 128 columns of llama's 14 projections) is one error for the run,
+ * never a pass with the ternary check skipped, nor one message per tensor.
+ */
+static void override_group_size_not_dividing(void **state)
+{
+    static const enum bcpm_stage asserted[] = { BCPM_STAGE_UNKNOWN, BCPM_STAGE_PSEUDO };
+    struct bcpm_ruleset *rs = rules_with("checks:\n  - id: ternary.values\n"
+                                         "    select: {roles: [ternary]}\n"
+                                         "    params: {group_size: 7}\n");
+    struct bcpm_check_options options;
+    struct bcpm_check_result result;
+    const struct bcpm_finding *f;
+    struct bcpm_error err;
+
+    (void)state;
+    for (size_t a = 0; a < sizeof(asserted) / sizeof(asserted[0]); a++) {
+        bcpm_check_options_init(&options);
+        options.group_size_override = 7;
+        options.expected_stage = asserted[a];
+        assert_int_equal(run_check_with(rules, "llama-pseudo-zip/pytorch_model.bin", &options,
+                                        &result, &err), 0);
+        f = only_finding(&result, "ternary.groups");
+        assert_int_equal(f->severity, BCPM_SEVERITY_ERROR);
+        assert_non_null(strstr(f->message, "group size 7 from --group-size"));
+        assert_non_null(strstr(f->message, "14 of the 14 ternary tensors (64, 128 columns)"));
+        assert_int_equal(count_rule(&result, "ternary.values"), 0);
+        assert_int_equal(result.failed, 1);
+        bcpm_check_result_free(&result);
+    }
+
+    /* The same from a rule file: the finding points at the rule. */
+    bcpm_check_options_init(&options);
+    assert_int_equal(run_check_with(rs, "llama-pseudo-zip/pytorch_model.bin", &options, &result,
+                                    &err), 0);
+    f = only_finding(&result, "ternary.groups");
+    assert_int_equal(f->severity, BCPM_SEVERITY_ERROR);
+    assert_non_null(strstr(f->message, "group size 7 from the ternary.values rule (/tmp/"));
+    assert_int_equal(result.failed, 1);
     bcpm_check_result_free(&result);
     bcpm_ruleset_free(rs);
 }
@@ -541,6 +665,25 @@ static void options_config_errors(void **state)
     assert_int_equal(only_finding(&result, "layout.family")->severity, BCPM_SEVERITY_WARNING);
     assert_null(result.files[0].family);
     assert_int_equal(result.failed, 0);
+    bcpm_check_result_free(&result);
+
+    /*
+     * A config without a field the layout needs: the error blames the config,
+     * names the rule line that needs the field, and the result still records
+     * which config and family the check used.
+     */
+    f = fopen(path, "w");
+    fputs("{\"model_type\":\"llama\",\"hidden_size\":64}\n", f);
+    fclose(f);
+    assert_int_equal(run_check_with(rules, "llama-pseudo-zip/pytorch_model.bin", &options,
+                                    &result, &err), BCPM_ERR_RULES);
+    assert_string_equal(err.file, path);
+    assert_int_equal(err.entry[0], '\0');
+    assert_non_null(strstr(err.message, "config has no 'num_hidden_layers', which the llama "
+                                        "layout needs ("));
+    assert_non_null(strstr(err.message, "rules/llama.yaml:"));
+    assert_string_equal(result.files[0].config_path, path);
+    assert_string_equal(result.files[0].family, "llama");
     bcpm_check_result_free(&result);
     remove(path);
 }
@@ -706,7 +849,10 @@ int main(void)
         cmocka_unit_test(check_zero3_message),
         cmocka_unit_test(check_nan_position),
         cmocka_unit_test(check_stage_assertions),
+        cmocka_unit_test(check_damaged_rows),
+        cmocka_unit_test(check_stage_finetuned),
         cmocka_unit_test(override_group_size),
+        cmocka_unit_test(override_group_size_not_dividing),
         cmocka_unit_test(override_disable_check),
         cmocka_unit_test(override_allowed_shards),
         cmocka_unit_test(override_namespace_needs_rule),

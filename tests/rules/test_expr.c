@@ -47,6 +47,13 @@ static const char *eval_fail(const char *text)
     return reason;
 }
 
+static int ends_with(const char *text, const char *suffix)
+{
+    size_t n = strlen(text), m = strlen(suffix);
+
+    return n >= m && strcmp(text + n - m, suffix) == 0;
+}
+
 static void expr_arithmetic(void **state)
 {
     (void)state;
@@ -71,6 +78,10 @@ static void expr_unknown_identifier(void **state)
 {
     (void)state;
     assert_non_null(strstr(eval_fail("hidden_size * head_dimm"), "unknown identifier 'head_dimm'"));
+    /* The position is the name's first character, counted from 1, not the one after it. */
+    assert_true(ends_with(eval_fail("hidden_size * head_dimm"), "at character 15"));
+    assert_true(ends_with(eval_fail("num_hidden_layers"), "at character 1"));
+    assert_true(ends_with(eval_fail("rope_theta + 1"), "at character 1"));
 }
 
 static void expr_invalid_config_value(void **state)

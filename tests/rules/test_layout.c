@@ -116,7 +116,10 @@ static void layout_size_8b(void **state)
     check_size("8b");
 }
 
-/* A config missing a field that no default covers names the field, the rule file and line. */
+/*
+ * A config missing a field that no default covers is blamed on the config:
+ * the error names the config, and its message the field, rule file and line.
+ */
 static void layout_unknown_field(void **state)
 {
     struct layout_expansion x;
@@ -134,9 +137,12 @@ static void layout_unknown_field(void **state)
     fclose(f);
     bcpm_error_clear(&err);
     assert_int_equal(layout_expand(rules, path, &x, &err), BCPM_ERR_RULES);
-    assert_non_null(strstr(err.message, "unknown identifier 'vocab_size'"));
-    assert_non_null(strstr(err.file, "llama.yaml"));
-    assert_true(err.line > 0);
+    assert_string_equal(err.file, path);
+    assert_non_null(strstr(err.message, "config has no 'vocab_size', which the llama layout "
+                                        "needs ("));
+    assert_non_null(strstr(err.message, "llama.yaml:"));
+    assert_int_equal(err.line, 0);
+    assert_int_equal(err.entry[0], '\0');
     remove(path);
 }
 

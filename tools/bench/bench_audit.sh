@@ -4,17 +4,21 @@
 #      (an 8B checkpoint's tensor count) and 5 findings each, one transaction
 #      per run as bitcpm-check writes them. Then times bitcpm-audit history
 #      (all runs, --limit, --model, PATH) and verify.
-#   2. digest cost on a page-cached 1B-shaped checkpoint: xxh3-128 (and with
-#      SHA-256) against a plain read of every 64-bit word in the same windows,
-#      single-threaded; then bitcpm-check with and without the audit record,
-#      when bitcpm-check can check the file.
+#   2. digest cost on a page-cached checkpoint: xxh3-128 (and with SHA-256)
+#      against a plain read of every 64-bit word in the same windows,
+#      single-threaded; then bitcpm-check alternately with --no-audit and with
+#      the audit record (the in-pass digest), RUNS times each, with the medians
+#      of wall time and CPU time, the overhead and the peak resident set.
 #
 #   tools/bench/bench_audit.sh [BUILD_DIR] [WORK_DIR]
 #
 # WORK_DIR (default /tmp/bench-audit) receives the database (about 1 GB) and
 # 1b-pseudo.bin (about 3.2 GB, written by make_8b_checkpoint.py); both are
 # deleted at the end unless KEEP=1. RUNS_PER_MODEL (default 1000) scales part 1;
-# PARTS (default "1 2") selects the parts to run.
+# PARTS (default "1 2") selects the parts to run. CHECK_FILE names an existing
+# checkpoint for part 2 instead (the 8B one: make_8b_checkpoint.py --stage
+# pseudo), with CHECK_CONFIG its config.json when it has none beside it;
+# RUNS (default 5) sets the bitcpm-check runs of each kind.
 set -euo pipefail
 
 build=${1:-build}
@@ -77,8 +81,8 @@ rm -f "$work/history.db"*
 fi
 
 [[ " $parts " == *" 2 "* ]] || exit 0
-echo "== part 2: digest on a page-cached 1B-shaped checkpoint"
-file=$work/1b-pseudo.bin
+file=${CHECK_FILE:-$work/1b-pseudo.bin}
+echo "== part 2: digest on page-cached $file"
 [ -f "$file" ] || /usr/bin/python3 "$here/make_8b_checkpoint.py" --shape 1b --stage pseudo --out "$file" >/dev/null
 cat "$file" >/dev/null # into the page cache
 for i in 1 2 3; do
@@ -87,9 +91,37 @@ for i in 1 2 3; do
 done
 "$driver" --digest "$file" --sha256 --time | grep '^xxh3'
 
+# median: the middle of the numbers on stdin.
+median() {
+    sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# timed KIND ARGS...: one bitcpm-check run; appends "wall cpu rss_kib" to $work/KIND.times.
+timed() {
+    local kind=$1
+    shift
+    /usr/bin/time -f "%e %U %S %M" "$check" -q "$@" "$file" >/dev/null 2>"$work/time.err" || true
+    tail -n 1 "$work/time.err" | awk '{ print $1, $2 + $3, $4 }' >>"$work/$kind.times"
+    echo "$kind: $(tail -n 1 "$work/$kind.times" | awk '{ printf "%s s wall, %s s CPU, %d MiB peak RSS", $1, $2, $3 / 1024 }')"
+}
+
 if "$check" --help 2>/dev/null | grep -q -- '--audit-db'; then
-    for i in 1 2 3; do
-        cputime "bitcpm-check --no-audit:     " "$check" --no-audit "$file"
-        cputime "bitcpm-check, xxh3 + record: " "$check" --audit-db "$work/check.db" "$file"
+    config=()
+    [ -n "${CHECK_CONFIG:-}" ] && config=(--config "$CHECK_CONFIG")
+    rm -f "$work/plain.times" "$work/audit.times"
+    for i in $(seq "${RUNS:-5}"); do
+        timed plain --no-audit "${config[@]}"
+        rm -f "$work/check.db"*
+        timed audit --audit-db "$work/check.db" "${config[@]}"
     done
+    for kind in plain audit; do
+        wall=$(cut -d' ' -f1 "$work/$kind.times" | median)
+        cpu=$(cut -d' ' -f2 "$work/$kind.times" | median)
+        rss=$(cut -d' ' -f3 "$work/$kind.times" | sort -n | tail -n 1)
+        echo "median $kind: $wall s wall, $cpu s CPU, peak RSS $((rss / 1024)) MiB"
+        eval "${kind}_wall=$wall ${kind}_cpu=$cpu"
+    done
+    echo "digest and record overhead: $(echo "($audit_wall / $plain_wall - 1) * 100" | bc -l | xargs printf '%.1f')% wall," \
+         "$(echo "($audit_cpu / $plain_cpu - 1) * 100" | bc -l | xargs printf '%.1f')% CPU"
+    rm -f "$work/plain.times" "$work/audit.times"
 fi

@@ -16,7 +16,8 @@
 # PyTorch 1.13 reads whole files into memory, so PyTorch gets the smaller
 # pair, where the C check and memscan are timed again. Both files of a pair
 # must fit in the page cache together, or the timings measure the disk.
-# Each C timing is the best of three runs.
+# The memory scans and the check run in turn, five rounds, so that load from
+# other jobs hits them alike; each C timing is the best of the five.
 set -euo pipefail
 
 build=${1:-build}
@@ -44,24 +45,30 @@ make_pair() { # shape layers prefix
         --out "$pseudo"
 }
 
-best_of_three() { # command... ; prints the output line with the shortest "N.NNN s," time
-    for _ in 1 2 3; do "$@"; done | awk '
+best_line() { # reads "KEY output line" lines; prints, per KEY, the line with the shortest "N.NNN s," time
+    awk '
         match($0, /[0-9.]+ s,/) {
             t = substr($0, RSTART, RLENGTH - 3) + 0
-            if (line == "" || t < best) { best = t; line = $0 }
+            key = $1
+            if (!(key in best) || t < best[key]) { best[key] = t; line[key] = $0 }
+            if (!(key in seen)) { seen[key] = 1; order[++n] = key }
         }
-        END { print line }'
+        END { for (i = 1; i <= n; i++) print substr(line[order[i]], length(order[i]) + 2) }'
 }
 
 run_pair() { # prefix
     local latent="$work/$1-latent.bin" pseudo="$work/$1-pseudo.bin"
     cat "$latent" "$pseudo" > /dev/null # into the page cache
-    echo "## $1: $(du -h "$pseudo" | cut -f1) + $(du -h "$latent" | cut -f1)"
-    best_of_three "$work/memscan" "$pseudo" "$threads"
-    best_of_three "$work/memscan" "$latent" "$threads"
-    best_of_three sh -c "'$work/reference_bench' '$pseudo' '$latent' $threads | head -n 1"
-    best_of_three "$work/scan_bench" "$pseudo" "$threads"
-    best_of_three "$work/scan_bench" "$latent" "$threads"
+    echo "## $1: $(du -h "$pseudo" | cut -f1) + $(du -h "$latent" | cut -f1), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    for _ in 1 2 3 4 5; do
+        "$work/memscan" "$pseudo" "$threads" | sed 's/^/1 /'
+        "$work/memscan" "$latent" "$threads" | sed 's/^/2 /'
+        "$work/reference_bench" "$pseudo" "$latent" "$threads" | sed -n '1s/^/3 /p'
+    done | best_line
+    for _ in 1 2 3; do
+        "$work/scan_bench" "$pseudo" "$threads" | sed 's/^/4 /'
+        "$work/scan_bench" "$latent" "$threads" | sed 's/^/5 /'
+    done | best_line
 }
 
 make_pair 8b "$layers" "8b-${layers}l"
