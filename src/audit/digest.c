@@ -7,9 +7,9 @@
 #include <xxhash.h>
 
 /*
- * On x86 the library's default xxh3 entry points use SSE2 only; its
- * dispatching ones pick AVX2 or AVX-512 at run time and hash twice as fast,
- * which the in-pass digest needs to stay cheap. The header maps the plain
+ * On x86 the library's default xxh3 entry points use SSE2 only. Its
+ * dispatching ones pick AVX2 or AVX-512 at run time and hash about twice as
+ * fast, which keeps the in-pass digest cheap. This header maps the plain
  * names to them.
  */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__has_include)

@@ -94,7 +94,7 @@ void bcpm_digest_stream_feed(struct bcpm_digest_stream *s, uint32_t file, uint64
     if (end <= s->offset)
         return;
 
-    /* Bytes before the range that nobody fed: headers, gaps, unread tensors. */
+    /* Bytes before the range that no kernel fed: headers, gaps, unread tensors. */
     catch_up(s, offset);
 
     /* The range itself is cache-hot in the caller; its pages are the caller's to release. */

@@ -1,7 +1,7 @@
 /*
- * An ordered digest stream over a catalog's files: the content digest of the
- * files, fed by the check's own pass over the data while the bytes are still
- * in the CPU cache, so the file is not read a second time.
+ * An ordered digest stream over a catalog's files. The check's own pass over
+ * the data feeds it while the bytes are still in the CPU cache, so the file
+ * is not read a second time.
  *
  * The stream keeps a cursor (file, offset). A feed hashes the bytes between
  * the cursor and the range first, straight from the mapping (zip headers,

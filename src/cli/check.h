@@ -88,9 +88,9 @@ void check_digest_start(struct check_digest_job *job, const struct check_audit *
                         const struct bcpm_catalog *catalog);
 
 /*
- * Wait for the digest and append it for every result file added since the
- * catalog was checked (first_file up to result->nfiles). Returns
- * CLI_CONTINUE or CLI_EXIT_FAILED after printing why.
+ * Finish the digest (hashing what the check did not read) and append it for
+ * every result file added since the catalog was checked (first_file up to
+ * result->nfiles). Returns CLI_CONTINUE or CLI_EXIT_FAILED after printing why.
  */
 int check_digest_finish(struct check_digest_job *job, struct check_audit *a,
                         const struct bcpm_check_result *result, size_t first_file);

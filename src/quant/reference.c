@@ -855,6 +855,13 @@ int bcpm_reference_compare(const struct bcpm_tensor *pseudo, const struct bcpm_t
                                    err);
     if (rc != 0)
         return rc;
+    /* Exceptions are listed by their 32-bit index inside the group. */
+    if (out->group_size > UINT32_MAX)
+        return bcpm_error_set(err, BCPM_ERR_UNSUPPORTED, NULL, pseudo->name,
+                              "groups of %" PRIu64 " elements are larger than the %" PRIu32
+                              " elements the reference check supports; use a smaller "
+                              "--group-size",
+                              out->group_size, UINT32_MAX);
     out->tensor = strdup(pseudo->name);
     if (!out->tensor)
         return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name, "out of memory");

@@ -1,7 +1,8 @@
 /*
  * Shared plumbing of the quant kernels (not a public API): splitting work
- * over threads, reading a row of any tensor as contiguous raw elements, and
- * dropping scanned pages from the resident set.
+ * over threads, feeding a content digest in file order while the kernels
+ * read, reading a row of any tensor as contiguous raw elements, and dropping
+ * scanned pages from the resident set.
  */
 #ifndef BCPM_QUANT_ROWS_H
 #define BCPM_QUANT_ROWS_H

@@ -127,12 +127,13 @@ static json_t *ternary_object(const struct bcpm_tensor_stats *s, int *ok)
 
 static json_t *preview_object(const struct bcpm_report_preview *p, int *ok)
 {
-    json_t *o = json_object();
-    json_t *codes = json_object();
-    json_t *scale = json_object();
+    json_t *o, *codes, *scale;
 
     if (!p)
         return json_null();
+    o = json_object();
+    codes = json_object();
+    scale = json_object();
     set(codes, "-1", count(p->codes[0]), ok);
     set(codes, "0", count(p->codes[1]), ok);
     set(codes, "+1", count(p->codes[2]), ok);

@@ -47,7 +47,7 @@ static uint32_t next_random(uint32_t *state)
 }
 
 /*
- * BF16 rows of -s, 0, +s with s = 0.5 (0x3f00), except that row 1800 holds a
+ * BF16 rows of -s, 0, +s with s = 0.5 (0x3f00), except that row 1800 contains a
  * second magnitude (0.25, 0x3e80) and row 90 column 5 a third one, so the
  * first bad element sits in row 90, in another chunk than row 1800.
  */
@@ -237,7 +237,7 @@ static void test_digest_and_results(void **state)
     bcpm_ternary_scan_free(&want_scan);
 }
 
-/* A stream nobody feeds hashes the whole file when finished. */
+/* A stream without feeds hashes the whole file when finished. */
 static void test_unfed_stream(void **state)
 {
     struct fixture *f = *state;

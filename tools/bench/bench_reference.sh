@@ -16,8 +16,10 @@
 # PyTorch 1.13 reads whole files into memory, so PyTorch gets the smaller
 # pair, where the C check and memscan are timed again. Both files of a pair
 # must fit in the page cache together, or the timings measure the disk.
-# The memory scans and the check run in turn, five rounds, so that load from
-# other jobs hits them alike; each C timing is the best of the five.
+# The memory scans, the check (reference_bench.c, the library call) and the
+# whole command (BUILD_DIR/src/cli/bitcpm-check PSEUDO --reference LATENT,
+# which also runs the rule engine's scan) run in turn, five rounds, so that
+# load from other jobs hits them alike; each timing is the best of the five.
 set -euo pipefail
 
 build=${1:-build}
@@ -56,6 +58,16 @@ best_line() { # reads "KEY output line" lines; prints, per KEY, the line with th
         END { for (i = 1; i <= n; i++) print substr(line[order[i]], length(order[i]) + 2) }'
 }
 
+cli_time() { # pseudo latent; prints the wall time of the whole bitcpm-check command
+    local start end rc=0
+    start=$(date +%s.%N)
+    "$build/src/cli/bitcpm-check" "$1" --reference "$2" --threads "$threads" > /dev/null 2>&1 ||
+        rc=$?
+    end=$(date +%s.%N)
+    awk -v s="$start" -v e="$end" -v rc="$rc" \
+        'BEGIN { printf "bitcpm-check --reference: %.3f s, exit status %d\n", e - s, rc }'
+}
+
 run_pair() { # prefix
     local latent="$work/$1-latent.bin" pseudo="$work/$1-pseudo.bin"
     cat "$latent" "$pseudo" > /dev/null # into the page cache
@@ -64,10 +76,11 @@ run_pair() { # prefix
         "$work/memscan" "$pseudo" "$threads" | sed 's/^/1 /'
         "$work/memscan" "$latent" "$threads" | sed 's/^/2 /'
         "$work/reference_bench" "$pseudo" "$latent" "$threads" | sed -n '1s/^/3 /p'
+        cli_time "$pseudo" "$latent" | sed 's/^/4 /'
     done | best_line
     for _ in 1 2 3; do
-        "$work/scan_bench" "$pseudo" "$threads" | sed 's/^/4 /'
-        "$work/scan_bench" "$latent" "$threads" | sed 's/^/5 /'
+        "$work/scan_bench" "$pseudo" "$threads" | sed 's/^/5 /'
+        "$work/scan_bench" "$latent" "$threads" | sed 's/^/6 /'
     done | best_line
 }
 

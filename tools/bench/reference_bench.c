@@ -2,8 +2,9 @@
  * reference_bench: time the reference check (src/quant/reference.h) on a
  * pseudo-quantized checkpoint and its latent checkpoint, the way
  * `bitcpm-check PSEUDO --reference LATENT` runs it, and print the wall
- * time, the throughput over both files, the findings per rule and the peak
- * resident memory.
+ * time, the throughput over both files, the findings per rule, the peak
+ * resident memory and the CPU time (which varies less than the wall time on
+ * a machine that other jobs share).
  *
  *     reference_bench PSEUDO LATENT [THREADS [SIMD]]
  *
@@ -45,6 +46,11 @@ static double now(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu_seconds(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec * 1e-6;
 }
 
 static uint64_t file_bytes(const struct bcpm_catalog *c)
@@ -105,9 +111,10 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &usage);
 
     printf("reference: %.3f s, %.2f GB/s over %.2f GB (both files), %zu ternary tensors, "
-           "%d threads, %s kernels, peak RSS %.1f MiB\n",
+           "%d threads, %s kernels, peak RSS %.1f MiB, CPU %.3f s user + %.3f s system\n",
            seconds, (double)bytes / seconds / 1e9, (double)bytes / 1e9, nternary,
-           bcpm_quant_threads(), bcpm_quant_kernels()->name, (double)usage.ru_maxrss / 1024.0);
+           bcpm_quant_threads(), bcpm_quant_kernels()->name, (double)usage.ru_maxrss / 1024.0,
+           cpu_seconds(&usage.ru_utime), cpu_seconds(&usage.ru_stime));
     for (size_t i = 0; i < findings.count && i < 20; i++)
         printf("  %s %s %s: %s\n", bcpm_severity_name(findings.items[i].severity),
                findings.items[i].rule, findings.items[i].tensor ? findings.items[i].tensor : "-",
