@@ -1,6 +1,6 @@
 /*
- * The audit database: one SQLite file that records every bitcpm-check (and
- * bitcpm-diff) run with its files, per-tensor statistics and findings, and
+ * The audit database: one SQLite file that records every bitcpm-check run
+ * with its files, per-tensor statistics and findings, and
  * the queries bitcpm-audit runs over it. See man/bitcpm-audit.1 for the user
  * side and schema.c for the tables.
  *
@@ -26,7 +26,7 @@
 #include "rules/result.h"
 
 /* The schema this build writes; bcpm_audit_open upgrades older files to it. */
-#define BCPM_AUDIT_SCHEMA_VERSION 1
+#define BCPM_AUDIT_SCHEMA_VERSION 2
 
 struct bcpm_audit; /* an open database, opaque */
 
@@ -55,10 +55,26 @@ int bcpm_audit_open_existing(struct bcpm_audit **out, const char *path,
 
 void bcpm_audit_close(struct bcpm_audit *db);
 
-/* Digests of one checked file, in the order of bcpm_check_result.files. */
+/* One physical file of a checked path (a shard of a sharded checkpoint). */
+struct bcpm_audit_part_digest {
+    char *path;                          /* owned */
+    uint64_t size_bytes;
+    int64_t mtime_ns;
+    char xxh3_128[BCPM_XXH128_HEX_SIZE]; /* "" when not computed */
+    char sha256[BCPM_SHA256_HEX_SIZE];   /* "" unless --sha256 was given */
+};
+
+/*
+ * Digests of one checked file, in the order of bcpm_check_result.files. For
+ * a sharded checkpoint xxh3_128 and sha256 cover all shards concatenated in
+ * catalog order, and parts holds each shard's own digests; a single file has
+ * one part with the same digests.
+ */
 struct bcpm_audit_file_digest {
     char xxh3_128[BCPM_XXH128_HEX_SIZE]; /* "" when not computed */
     char sha256[BCPM_SHA256_HEX_SIZE];   /* "" unless --sha256 was given */
+    struct bcpm_audit_part_digest *parts; /* owned; NULL when none were computed */
+    size_t nparts;
 };
 
 /* Run metadata recorded beside the result. Strings are owned by the struct. */
@@ -86,7 +102,10 @@ int bcpm_audit_run_info_init(struct bcpm_audit_run_info *info, const char *comma
 int bcpm_audit_run_info_alloc_digests(struct bcpm_audit_run_info *info, size_t nfiles,
                                       struct bcpm_error *err);
 
-/* Free the strings and digests (not info itself). */
+/* Free the parts of digest (paths and array) and set nparts to 0. */
+void bcpm_audit_file_digest_free_parts(struct bcpm_audit_file_digest *digest);
+
+/* Free the strings and digests with their parts (not info itself). */
 void bcpm_audit_run_info_free(struct bcpm_audit_run_info *info);
 
 /* Current wall-clock time in nanoseconds since the epoch. */
@@ -101,7 +120,8 @@ char *bcpm_audit_join_argv(int argc, char *const *argv);
 
 /*
  * Record one run in one transaction: the run row, every checked file (with
- * the text of its config.json), every tensor's statistics and every finding.
+ * the text of its config.json and its parts), every tensor's statistics and
+ * every finding.
  * info->digests, when set, must hold result->nfiles entries. Waits for other
  * writers (busy timeout, then retries the whole transaction). The new run's
  * id goes to *run_id (may be NULL).
@@ -130,8 +150,9 @@ int bcpm_audit_history(struct bcpm_audit *db, const struct bcpm_audit_filter *fi
 /*
  * Build one run as an object. It has the history fields plus command_line,
  * tool_version, host, user, rules_digest, hash and prev_hash, with "files"
- * and "findings" as arrays of objects. with_tensors adds "tensors" and each
- * file's config_text. Returns BCPM_ERR_NOT_FOUND when no run has that id.
+ * and "findings" as arrays of objects; each file has a "parts" array (ordinal,
+ * path, size_bytes, mtime_ns, xxh3_128, sha256), empty for runs recorded
+ * before schema 2. with_tensors adds "tensors" and each file's config_text. Returns BCPM_ERR_NOT_FOUND when no run has that id.
  */
 int bcpm_audit_show(struct bcpm_audit *db, int64_t run_id, int with_tensors, json_t **out,
                     struct bcpm_error *err);

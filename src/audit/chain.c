@@ -18,8 +18,13 @@
  * every value, so the bytes parse back into exactly one set of rows. Columns are read back from
  * the database, so the writer and `verify` hash exactly what is stored.
  * The column lists are frozen with the format: a later schema that adds
- * columns needs chain format 2, and runs keep the format they were written
- * with (runs.chain_format).
+ * columns needs a new chain format, and runs keep the format they were
+ * written with (runs.chain_format).
+ *
+ * Chain format 2 (schema 2) is format 1 with the tag "bitcpm-audit chain 2\n"
+ * and one more table between the findings and prev_hash: the run's
+ * file_parts rows in id order, tag 'P'. Runs written as format 1 have no
+ * parts and still verify as format 1.
  */
 #include "audit/internal.h"
 
@@ -43,6 +48,9 @@ static const char tensor_columns[] =
 
 static const char finding_columns[] =
     "id, run_id, rule, severity, file, tensor, message, byte_offset, row, col, value";
+
+static const char part_columns[] =
+    "id, run_id, file_id, ordinal, path, size_bytes, mtime_ns, xxh3_128, sha256";
 
 static void put_u64(EVP_MD_CTX *sha, char type, uint64_t value)
 {
@@ -119,16 +127,17 @@ static int put_rows(struct bcpm_audit *db, EVP_MD_CTX *sha, char tag, const char
 int audit_chain_hash(struct bcpm_audit *db, int64_t run_id, int chain_format,
                      const char *prev_hash, char hex[65], struct bcpm_error *err)
 {
-    static const char tag[] = "bitcpm-audit chain 1\n";
+    char tag[32];
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_MD_CTX *sha;
     int rc;
 
-    if (chain_format != AUDIT_CHAIN_FORMAT)
+    if (chain_format < 1 || chain_format > AUDIT_CHAIN_FORMAT)
         return bcpm_error_set(err, BCPM_ERR_UNSUPPORTED, db->path, NULL,
-                              "run %lld uses chain format %d; this build understands %d",
+                              "run %lld uses chain format %d; this build understands 1 to %d",
                               (long long)run_id, chain_format, AUDIT_CHAIN_FORMAT);
+    snprintf(tag, sizeof(tag), "bitcpm-audit chain %d\n", chain_format);
 
     sha = EVP_MD_CTX_new();
     if (!sha || EVP_DigestInit_ex(sha, EVP_sha256(), NULL) != 1) {
@@ -136,7 +145,7 @@ int audit_chain_hash(struct bcpm_audit *db, int64_t run_id, int chain_format,
         return bcpm_error_set(err, BCPM_ERR_NOMEM, db->path, NULL,
                               "cannot start a SHA-256 digest");
     }
-    EVP_DigestUpdate(sha, tag, sizeof(tag) - 1);
+    EVP_DigestUpdate(sha, tag, strlen(tag));
 
     rc = put_rows(db, sha, 'R', run_columns, "runs", "id", run_id, err);
     if (rc == 0)
@@ -145,6 +154,8 @@ int audit_chain_hash(struct bcpm_audit *db, int64_t run_id, int chain_format,
         rc = put_rows(db, sha, 'T', tensor_columns, "tensors", "run_id", run_id, err);
     if (rc == 0)
         rc = put_rows(db, sha, 'X', finding_columns, "findings", "run_id", run_id, err);
+    if (rc == 0 && chain_format >= 2)
+        rc = put_rows(db, sha, 'P', part_columns, "file_parts", "run_id", run_id, err);
     if (rc == 0) {
         EVP_DigestUpdate(sha, prev_hash, strlen(prev_hash));
         if (EVP_DigestFinal_ex(sha, digest, &len) != 1 || len != 32)

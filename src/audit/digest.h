@@ -17,6 +17,12 @@
 #define BCPM_XXH128_HEX_SIZE 33 /* 32 hex digits and the terminating NUL */
 #define BCPM_SHA256_HEX_SIZE 65 /* 64 hex digits and the terminating NUL */
 
+/* The hex digests of one stream or file; sha256 is "" when not computed. */
+struct bcpm_digest_hex {
+    char xxh3_128[BCPM_XXH128_HEX_SIZE];
+    char sha256[BCPM_SHA256_HEX_SIZE];
+};
+
 /* A streaming digest; the fields are private. */
 struct bcpm_digest {
     void *xxh;    /* XXH3_state_t */

@@ -15,8 +15,8 @@ struct bcpm_audit {
     char *path;
 };
 
-/* The serialization that runs.chain_format = 1 names; see chain.c. */
-#define AUDIT_CHAIN_FORMAT 1
+/* The serialization new runs are written with (runs.chain_format); see chain.c. */
+#define AUDIT_CHAIN_FORMAT 2
 
 /* 64 zeros: the prev_hash of the first run. */
 #define AUDIT_GENESIS_HASH "0000000000000000000000000000000000000000000000000000000000000000"
@@ -50,7 +50,7 @@ int audit_is_busy(int rc);
 /*
  * Compute the chain hash of run run_id as the rows stand in the database,
  * with prev_hash appended, as 64 lowercase hex digits in hex.
- * chain_format selects the column lists; only AUDIT_CHAIN_FORMAT exists.
+ * chain_format selects the tables and column lists: 1 up to AUDIT_CHAIN_FORMAT.
  */
 int audit_chain_hash(struct bcpm_audit *db, int64_t run_id, int chain_format,
                      const char *prev_hash, char hex[65], struct bcpm_error *err);

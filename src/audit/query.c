@@ -177,6 +177,39 @@ static const char tensors_sql[] =
     "code_pos, scale_min, scale_max, scale_mean, shards_per_row FROM tensors "
     "WHERE run_id = ?1 ORDER BY id";
 
+static const char parts_sql[] =
+    "SELECT file_id, ordinal, path, size_bytes, mtime_ns, xxh3_128, sha256 FROM file_parts "
+    "WHERE run_id = ?1 ORDER BY id";
+
+/*
+ * Give every file object a "parts" array: its physical files with their own
+ * digests, in ordinal order. Runs written before schema 2 get empty arrays.
+ */
+static int attach_parts(struct bcpm_audit *db, int64_t run_id, json_t *files,
+                        struct bcpm_error *err)
+{
+    json_t *parts, *file, *part;
+    size_t i, j;
+    int rc = rows_of_run(db, parts_sql, run_id, &parts, err);
+
+    if (rc < 0)
+        return rc;
+    json_array_foreach(files, i, file) {
+        json_int_t id = json_integer_value(json_object_get(file, "id"));
+        json_t *own = json_array();
+
+        json_array_foreach(parts, j, part) {
+            if (json_integer_value(json_object_get(part, "file_id")) == id)
+                json_array_append(own, part);
+        }
+        json_object_set_new(file, "parts", own);
+    }
+    json_array_foreach(parts, j, part)
+        json_object_del(part, "file_id");
+    json_decref(parts);
+    return 0;
+}
+
 /* The run row alone, decorated; BCPM_ERR_NOT_FOUND when absent. */
 static int run_row(struct bcpm_audit *db, int64_t run_id, json_t **out, struct bcpm_error *err)
 {
@@ -210,6 +243,8 @@ int bcpm_audit_show(struct bcpm_audit *db, int64_t run_id, int with_tensors, jso
     if (rc < 0)
         return rc;
     rc = rows_of_run(db, with_tensors ? export_files_sql : show_files_sql, run_id, &files, err);
+    if (rc == 0)
+        rc = attach_parts(db, run_id, files, err);
     if (rc == 0)
         rc = rows_of_run(db, findings_sql, run_id, &findings, err);
     if (rc == 0 && with_tensors)

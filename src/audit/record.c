@@ -1,6 +1,6 @@
 /*
- * Writing one run: the run row, its files, tensors and findings, and the
- * chain hash, in one transaction (see audit.h for the guarantees).
+ * Writing one run: the run row, its files with their parts, tensors and
+ * findings, and the chain hash, in one transaction (see audit.h for the guarantees).
  */
 #include "audit/internal.h"
 
@@ -199,6 +199,45 @@ static int insert_files(struct bcpm_audit *db, int64_t run_id,
     return rc;
 }
 
+/* Each file's parts (shards) with their own digests; see schema.c. */
+static int insert_parts(struct bcpm_audit *db, int64_t run_id,
+                        const struct bcpm_audit_run_info *info,
+                        const struct bcpm_check_result *result, const int64_t *file_ids,
+                        struct bcpm_error *err)
+{
+    sqlite3_stmt *stmt;
+    int rc;
+
+    if (!info->digests)
+        return 0;
+    rc = audit_prepare(db,
+                       "INSERT INTO file_parts (run_id, file_id, ordinal, path, size_bytes, "
+                       "mtime_ns, xxh3_128, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                       &stmt, err);
+    if (rc < 0)
+        return rc;
+
+    for (size_t i = 0; i < result->nfiles && i < info->ndigests && rc == 0; i++) {
+        const struct bcpm_audit_file_digest *digest = &info->digests[i];
+
+        for (size_t p = 0; p < digest->nparts && rc == 0; p++) {
+            const struct bcpm_audit_part_digest *part = &digest->parts[p];
+
+            sqlite3_bind_int64(stmt, 1, run_id);
+            sqlite3_bind_int64(stmt, 2, file_ids[i]);
+            sqlite3_bind_int64(stmt, 3, (int64_t)p);
+            bind_text(stmt, 4, part->path ? part->path : "");
+            sqlite3_bind_int64(stmt, 5, (int64_t)part->size_bytes);
+            sqlite3_bind_int64(stmt, 6, part->mtime_ns);
+            bind_text(stmt, 7, part->xxh3_128[0] ? part->xxh3_128 : NULL);
+            bind_text(stmt, 8, part->sha256[0] ? part->sha256 : NULL);
+            rc = step_insert(db, stmt, "inserting a file part", err);
+        }
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
 /* The file row whose tensor range contains tensor index t, or 0 for none. */
 static int64_t file_of_tensor(const struct bcpm_check_result *result, const int64_t *file_ids,
                               size_t t)
@@ -382,6 +421,8 @@ static int write_run_once(struct bcpm_audit *db, const struct bcpm_audit_run_inf
         rc = insert_run(db, info, result, prev, run_id, err);
     if (rc == 0)
         rc = insert_files(db, *run_id, info, result, file_ids, err);
+    if (rc == 0)
+        rc = insert_parts(db, *run_id, info, result, file_ids, err);
     if (rc == 0)
         rc = insert_tensors(db, *run_id, result, file_ids, err);
     if (rc == 0)

@@ -119,8 +119,19 @@ int bcpm_audit_run_info_alloc_digests(struct bcpm_audit_run_info *info, size_t n
     return 0;
 }
 
+void bcpm_audit_file_digest_free_parts(struct bcpm_audit_file_digest *digest)
+{
+    for (size_t i = 0; i < digest->nparts; i++)
+        free(digest->parts[i].path);
+    free(digest->parts);
+    digest->parts = NULL;
+    digest->nparts = 0;
+}
+
 void bcpm_audit_run_info_free(struct bcpm_audit_run_info *info)
 {
+    for (size_t i = 0; info->digests && i < info->ndigests; i++)
+        bcpm_audit_file_digest_free_parts(&info->digests[i]);
     free(info->tool_version);
     free(info->command);
     free(info->command_line);

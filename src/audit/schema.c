@@ -113,8 +113,32 @@ static const char *const schema_v1[] = {
     NULL,
 };
 
+/*
+ * Version 1 to 2: the physical files (shards) of each checked path with their
+ * own digests, comparable with the per-file ids model hubs publish. run_id
+ * repeats files.run_id so a run's parts are found without a join.
+ */
+static const char *const schema_v2[] = {
+    "CREATE TABLE file_parts ("
+    " id INTEGER PRIMARY KEY,"
+    " run_id INTEGER NOT NULL REFERENCES runs(id),"
+    " file_id INTEGER NOT NULL REFERENCES files(id),"
+    " ordinal INTEGER NOT NULL,"     /* index in the checkpoint's file list */
+    " path TEXT NOT NULL,"
+    " size_bytes INTEGER,"
+    " mtime_ns INTEGER,"
+    " xxh3_128 TEXT,"
+    " sha256 TEXT)",
+
+    "CREATE INDEX file_parts_run ON file_parts(run_id)",
+    "CREATE INDEX file_parts_xxh3 ON file_parts(xxh3_128)",
+    "CREATE INDEX file_parts_sha256 ON file_parts(sha256)",
+    NULL,
+};
+
 static const char *const *const migrations[BCPM_AUDIT_SCHEMA_VERSION] = {
     schema_v1,
+    schema_v2,
 };
 
 int audit_db_error(struct bcpm_audit *db, struct bcpm_error *err, int rc, const char *what)

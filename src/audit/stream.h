@@ -9,7 +9,9 @@
  * the cursor; bytes behind the cursor (tied weights, overlapping views) are
  * not hashed again. Finishing hashes up to the end of the last file. The
  * files are one stream in catalog order, so a single file's digest equals
- * what xxh128sum and sha256sum print for it.
+ * what xxh128sum and sha256sum print for it. Each file of a sharded set also
+ * gets its own digest from the same pass, the one a model hub publishes for
+ * that shard.
  *
  * Feeds must not run concurrently; the quant kernels serialize them.
  */
@@ -39,9 +41,14 @@ void bcpm_digest_stream_feed(struct bcpm_digest_stream *s, uint32_t file, uint64
 /* The stream as the kernels' digest hook (struct bcpm_quant_options.digest). */
 const struct bcpm_quant_digest *bcpm_digest_stream_hook(struct bcpm_digest_stream *s);
 
-/* Hash the rest of every file, write the hex digests (see bcpm_digest_final) and free s. */
+/*
+ * Hash the rest of every file, write the hex digests of the whole stream
+ * (see bcpm_digest_final) and free s. parts, when not NULL, has one entry per
+ * catalog file and receives each file's own digests; an entry is "" when its
+ * digest could not be started (out of memory).
+ */
 void bcpm_digest_stream_finish(struct bcpm_digest_stream *s, char xxh_hex[BCPM_XXH128_HEX_SIZE],
-                               char sha_hex[BCPM_SHA256_HEX_SIZE]);
+                               char sha_hex[BCPM_SHA256_HEX_SIZE], struct bcpm_digest_hex *parts);
 
 /* Free s without producing digests (NULL is fine). */
 void bcpm_digest_stream_free(struct bcpm_digest_stream *s);

@@ -273,6 +273,24 @@ static void print_finding_line(const char *mark, json_t *finding)
            text_or(finding, "message", ""));
 }
 
+/* A sharded checkpoint's files, each with its own digests. */
+static void print_parts_text(json_t *parts)
+{
+    size_t i;
+    json_t *part;
+
+    if (json_array_size(parts) < 2)
+        return;
+    printf("    parts (%zu)\n", json_array_size(parts));
+    json_array_foreach(parts, i, part) {
+        printf("      %s, %lld bytes\n", text_or(part, "path", "?"),
+               count_of(part, "size_bytes"));
+        printf("        xxh3-128 %s\n", text_or(part, "xxh3_128", "-"));
+        if (json_string_value(json_object_get(part, "sha256")))
+            printf("        sha256 %s\n", text_or(part, "sha256", ""));
+    }
+}
+
 static void print_run_text(json_t *run)
 {
     json_t *files = json_object_get(run, "files");
@@ -305,6 +323,7 @@ static void print_run_text(json_t *run)
         printf("    xxh3-128 %s\n", text_or(item, "xxh3_128", "-"));
         if (json_string_value(json_object_get(item, "sha256")))
             printf("    sha256 %s\n", text_or(item, "sha256", ""));
+        print_parts_text(json_object_get(item, "parts"));
     }
 
     printf("findings (%zu)\n", json_array_size(findings));
@@ -411,24 +430,31 @@ static void print_export_csv(json_t *runs)
     json_t *run, *finding;
 
     printf("run_id,started,command,exit_code,verdict,tool_version,host,user,command_line,"
-           "files,xxh3_128,rule,severity,file,tensor,message\n");
+           "files,xxh3_128,parts,rule,severity,file,tensor,message\n");
     json_array_foreach(runs, i, run) {
         json_t *findings = json_object_get(run, "findings");
         json_t *files = json_object_get(run, "files");
-        char *paths = NULL, *digests = NULL;
-        size_t paths_size = 0, digests_size = 0;
+        char *paths = NULL, *digests = NULL, *parts = NULL;
+        size_t paths_size = 0, digests_size = 0, parts_size = 0;
         FILE *paths_out = open_memstream(&paths, &paths_size);
         FILE *digests_out = open_memstream(&digests, &digests_size);
-        json_t *file;
+        FILE *parts_out = open_memstream(&parts, &parts_size);
+        json_t *file, *part;
+        size_t k, nparts = 0;
         size_t n = json_array_size(findings);
 
         /* Several files of one run are joined with a space, in command-line order. */
         json_array_foreach(files, j, file) {
             fprintf(paths_out, "%s%s", j ? " " : "", text_or(file, "path", ""));
             fprintf(digests_out, "%s%s", j ? " " : "", text_or(file, "xxh3_128", "-"));
+            /* Every physical file as PATH=XXH3, space-separated like the files. */
+            json_array_foreach(json_object_get(file, "parts"), k, part)
+                fprintf(parts_out, "%s%s=%s", nparts++ ? " " : "", text_or(part, "path", ""),
+                        text_or(part, "xxh3_128", "-"));
         }
         fclose(paths_out);
         fclose(digests_out);
+        fclose(parts_out);
 
         for (j = 0; j < (n ? n : 1); j++) {
             finding = json_array_get(findings, j);
@@ -443,6 +469,7 @@ static void print_export_csv(json_t *runs)
             csv_field(text_or(run, "command_line", ""), 0);
             csv_field(paths, 0);
             csv_field(digests, 0);
+            csv_field(parts, 0);
             csv_field(text_or(finding, "rule", ""), 0);
             csv_field(text_or(finding, "severity", ""), 0);
             csv_field(text_or(finding, "file", ""), 0);
@@ -451,6 +478,7 @@ static void print_export_csv(json_t *runs)
         }
         free(paths);
         free(digests);
+        free(parts);
     }
 }
 

@@ -57,7 +57,7 @@ struct check_digest_job {
     int started;
     int rc;
     struct bcpm_error err;
-    struct bcpm_audit_file_digest digest;
+    struct bcpm_audit_file_digest digest; /* parts are owned until appended */
     struct bcpm_digest_stream *stream;    /* open between start and finish */
     const struct bcpm_quant_digest *hook; /* for bcpm_check_options.digest; NULL when off */
 };
@@ -68,7 +68,7 @@ struct check_audit {
     char path[4096];
     struct bcpm_audit *db;
     struct bcpm_audit_run_info info;
-    struct bcpm_audit_file_digest *digests; /* one per result file */
+    struct bcpm_audit_file_digest *digests; /* one per result file, parts owned */
     size_t ndigests, capacity;
 };
 

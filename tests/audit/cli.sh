@@ -69,6 +69,6 @@ head -n 1 "$tmp/stdout" | grep -q '^run_id,started,command,exit_code' || fail "c
 cp "$db" "$tmp/newer.db"
 sqlite3 "$tmp/newer.db" "PRAGMA user_version = 99"
 expect 2 "$audit" --audit-db "$tmp/newer.db" history
-grep -q "audit database $tmp/newer.db has schema version 99; this bitcpm-check (.*) understands up to 1; upgrade the tool" \
+grep -q "audit database $tmp/newer.db has schema version 99; this bitcpm-check (.*) understands up to 2; upgrade the tool" \
     "$tmp/stderr" || fail "newer schema: $(cat "$tmp/stderr")"
 echo "ok: command line"

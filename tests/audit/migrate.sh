@@ -3,10 +3,13 @@
 # fixtures/audit/README) opens with the current code, which upgrades it in
 # place when the schema has moved on. Its runs read back with the content
 # that tools/gen_audit_fixture.sh wrote, and its hash chain verifies.
-# Usage: migrate.sh BITCPM_AUDIT FIXTURE_DB
+# A run written after the upgrade uses chain format 2 and the chain over
+# both formats verifies.
+# Usage: migrate.sh BITCPM_AUDIT FIXTURE_DB AUDIT_DRIVER
 set -u
 audit=$1
 fixture=$2
+driver=$3
 command -v sqlite3 >/dev/null || { echo "sqlite3 command not found; skipping"; exit 77; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bcpm-audit-migrate.XXXXXX")
@@ -23,6 +26,14 @@ out=$("$audit" --audit-db "$db" verify) || fail "verify: $out"
 current=$("$audit" --version | sed -n 's/.*(audit schema \([0-9]*\)).*/\1/p')
 [ "$(sqlite3 "$db" "PRAGMA user_version")" = "$current" ] ||
     fail "user_version was not upgraded to $current"
+[ "$current" = 2 ] || fail "this build reports audit schema $current; the checks below are for 2"
+[ "$(sqlite3 "$db" "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'file_parts'")" = 1 ] ||
+    fail "the upgrade did not add the file_parts table"
+[ "$(sqlite3 "$db" "SELECT count(*) FROM file_parts")" = 0 ] ||
+    fail "the upgrade wrote parts for runs recorded without them"
+# Runs of schema 1 keep chain format 1, and show lists no parts for them.
+[ "$(sqlite3 "$db" "SELECT group_concat(DISTINCT chain_format) FROM runs")" = 1 ] ||
+    fail "the upgrade changed the runs' chain format"
 
 # History, newest first; the generator wrote runs at 1700000000, +100 s and +200 s.
 "$audit" --audit-db "$db" history --format json >"$tmp/history.json" || fail "history"
@@ -45,7 +56,7 @@ for expected in '"exit_code": 1,' '"verdict": "fail",' '"host": "fixture-host",'
     '"user": "fixture-user",' '"ntensors": 14,' '"nfindings": 5,' \
     '"command_line": "bitcpm-check --audit-db schema-v1.db /models/bitcpm-1b/model.safetensors",' \
     '"config_path": "/models/bitcpm-1b/config.json",' '"model_name": "bitcpm-1b",' \
-    '"message": "row 4 holds 3 values outside {-s, 0, +s}",' '"severity": "critical",'; do
+    '"message": "row 4 holds 3 values outside {-s, 0, +s}",' '"severity": "critical",' '"parts": []'; do
     grep -qF "$expected" "$tmp/show.json" || fail "show 2 lacks $expected"
 done
 
@@ -59,4 +70,20 @@ grep -qF '"name": "model.layers.1.mlp.down_proj.weight",' "$tmp/export.json" ||
 out=$("$audit" --audit-db "$db" compare 1 3)
 [ $? = 1 ] || fail "compare 1 3 found no differences"
 [ "$(echo "$out" | head -n 1)" = "run 1 -> run 3: 0 added, 3 removed" ] || fail "compare: $out"
-echo "ok: schema 1 fixture opened, read back and verified"
+
+"$driver" --db "$db" --tensors 2 --findings 1 >/dev/null || fail "writing a run after the upgrade"
+[ "$(sqlite3 "$db" "SELECT chain_format FROM runs WHERE id = 4")" = 2 ] ||
+    fail "the run written after the upgrade is not chain format 2"
+out=$("$audit" --audit-db "$db" verify) || fail "verify over both chain formats: $out"
+[ "$out" = "audit chain intact: 4 runs verified" ] || fail "verify printed: $out"
+
+# A part added by hand to a format 1 run, which its hash cannot cover, is caught.
+sqlite3 "$db" "INSERT INTO file_parts (run_id, file_id, ordinal, path)
+               SELECT run_id, id, 0, path FROM files WHERE run_id = 2 LIMIT 1"
+out=$("$audit" --audit-db "$db" verify)
+[ $? = 1 ] || fail "verify passed with a part added to a format 1 run"
+case $out in
+    "audit chain broken at run 2: it uses chain format 1, which has no file parts"*) ;;
+    *) fail "verify did not name run 2: $out" ;;
+esac
+echo "ok: schema 1 fixture opened, read back, verified and extended"

@@ -131,9 +131,10 @@ static void open_creates_folders_and_schema(void **state)
     pragma_text(s->db, "PRAGMA user_version", text, sizeof(text));
     snprintf(expected, sizeof(expected), "%d", BCPM_AUDIT_SCHEMA_VERSION);
     assert_string_equal(text, expected);
+    /* runs, files, tensors, findings (schema 1) and file_parts (schema 2). */
     pragma_text(s->db, "SELECT count(*) FROM sqlite_master WHERE type = 'table'", text,
                 sizeof(text));
-    assert_string_equal(text, "4");
+    assert_string_equal(text, "5");
 }
 
 static void open_rejects_newer_schema(void **state)

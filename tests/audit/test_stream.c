@@ -198,7 +198,7 @@ static void scan_with_digest(struct fixture *f, int threads, int tied,
         bcpm_ternary_scan_free(&again);
     }
     assert_int_equal(bcpm_value_stats_ex(&f->tensors[1], &options, stats, &err), 0);
-    bcpm_digest_stream_finish(stream, xxh, sha);
+    bcpm_digest_stream_finish(stream, xxh, sha, NULL);
 }
 
 static void test_digest_and_results(void **state)
@@ -244,13 +244,17 @@ static void test_unfed_stream(void **state)
     struct bcpm_digest_stream *stream;
     char want_xxh[BCPM_XXH128_HEX_SIZE], want_sha[BCPM_SHA256_HEX_SIZE];
     char xxh[BCPM_XXH128_HEX_SIZE], sha[BCPM_SHA256_HEX_SIZE];
+    struct bcpm_digest_hex part;
     struct bcpm_error err;
 
     reference_digests(f->bytes, f->size, want_xxh, want_sha);
     assert_int_equal(bcpm_digest_stream_new(&stream, &f->catalog, 0, &err), 0);
-    bcpm_digest_stream_finish(stream, xxh, sha);
+    bcpm_digest_stream_finish(stream, xxh, sha, &part);
     assert_string_equal(xxh, want_xxh);
     assert_string_equal(sha, "");
+    /* One file: its own digest is the stream's. */
+    assert_string_equal(part.xxh3_128, want_xxh);
+    assert_string_equal(part.sha256, "");
 }
 
 /* Two files are one stream in catalog order; feeds behind the cursor or out of range are ignored. */
@@ -262,6 +266,7 @@ static void test_two_files(void **state)
     struct bcpm_digest_stream *stream;
     char want_xxh[BCPM_XXH128_HEX_SIZE], want_sha[BCPM_SHA256_HEX_SIZE];
     char xxh[BCPM_XXH128_HEX_SIZE], sha[BCPM_SHA256_HEX_SIZE];
+    struct bcpm_digest_hex parts[2];
     uint8_t *twice = malloc(2 * f->size);
     struct bcpm_error err;
 
@@ -279,9 +284,16 @@ static void test_two_files(void **state)
     bcpm_digest_stream_feed(stream, 0, 2000, 10);     /* an earlier file: ignored */
     bcpm_digest_stream_feed(stream, 1, f->size - 5, 1000); /* clamped to the file's end */
     bcpm_digest_stream_feed(stream, 2, 0, 10);        /* no such file */
-    bcpm_digest_stream_finish(stream, xxh, sha);
+    bcpm_digest_stream_finish(stream, xxh, sha, parts);
     assert_string_equal(xxh, want_xxh);
     assert_string_equal(sha, want_sha);
+
+    /* Each file on its own, whatever order the feeds came in. */
+    reference_digests(f->bytes, f->size, want_xxh, want_sha);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(parts[i].xxh3_128, want_xxh);
+        assert_string_equal(parts[i].sha256, want_sha);
+    }
     free(twice);
 }
 
