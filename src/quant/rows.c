@@ -352,7 +352,7 @@ void bcpm_quant_release_tensor(const struct bcpm_map *map, const struct bcpm_ten
 
 uint64_t bcpm_quant_release_stride(uint64_t row_bytes)
 {
-    uint64_t rows = row_bytes ? (4u << 20) / row_bytes : 1;
+    uint64_t rows = row_bytes ? ((uint64_t)32 << 20) / row_bytes : 1;
 
     return rows < 1 ? 1 : rows;
 }
