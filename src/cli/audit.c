@@ -423,6 +423,63 @@ static void csv_number(json_t *value, int last)
     csv_field(text, last);
 }
 
+/* A JSON value as compact text for one CSV field; the caller frees it. */
+static char *json_text(json_t *value)
+{
+    char *text = json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+    json_decref(value);
+    return text;
+}
+
+/* A file's or part's digest as stored, or JSON null when it was not computed. */
+static json_t *digest_or_null(json_t *object, const char *key)
+{
+    json_t *value = json_object_get(object, key);
+
+    return json_is_string(value) ? json_incref(value) : json_null();
+}
+
+/*
+ * The run's file columns. Paths can hold any character, so the paths and the
+ * parts are JSON text; the digests are hex or "-" and are joined with spaces,
+ * in the order of the paths.
+ */
+struct file_columns {
+    char *paths, *xxh3, *sha256, *parts;
+};
+
+static void file_columns_fill(json_t *files, struct file_columns *out)
+{
+    json_t *paths = json_array(), *parts = json_array(), *file, *part;
+    size_t xxh3_size = 0, sha256_size = 0, j, k;
+    FILE *xxh3_out = open_memstream(&out->xxh3, &xxh3_size);
+    FILE *sha256_out = open_memstream(&out->sha256, &sha256_size);
+
+    json_array_foreach(files, j, file) {
+        json_array_append_new(paths, json_string(text_or(file, "path", "")));
+        fprintf(xxh3_out, "%s%s", j ? " " : "", text_or(file, "xxh3_128", "-"));
+        fprintf(sha256_out, "%s%s", j ? " " : "", text_or(file, "sha256", "-"));
+        json_array_foreach(json_object_get(file, "parts"), k, part)
+            json_array_append_new(parts, json_pack("{s:s, s:o, s:o}",
+                                                   "path", text_or(part, "path", ""),
+                                                   "xxh3_128", digest_or_null(part, "xxh3_128"),
+                                                   "sha256", digest_or_null(part, "sha256")));
+    }
+    fclose(xxh3_out);
+    fclose(sha256_out);
+    out->paths = json_text(paths);
+    out->parts = json_text(parts);
+}
+
+static void file_columns_free(struct file_columns *columns)
+{
+    free(columns->paths);
+    free(columns->xxh3);
+    free(columns->sha256);
+    free(columns->parts);
+}
+
 /* One CSV row per finding, run fields repeated; a run without findings gets one row. */
 static void print_export_csv(json_t *runs)
 {
@@ -430,32 +487,13 @@ static void print_export_csv(json_t *runs)
     json_t *run, *finding;
 
     printf("run_id,started,command,exit_code,verdict,tool_version,host,user,command_line,"
-           "files,xxh3_128,parts,rule,severity,file,tensor,message\n");
+           "files,xxh3_128,sha256,parts,rule,severity,file,tensor,message\n");
     json_array_foreach(runs, i, run) {
         json_t *findings = json_object_get(run, "findings");
-        json_t *files = json_object_get(run, "files");
-        char *paths = NULL, *digests = NULL, *parts = NULL;
-        size_t paths_size = 0, digests_size = 0, parts_size = 0;
-        FILE *paths_out = open_memstream(&paths, &paths_size);
-        FILE *digests_out = open_memstream(&digests, &digests_size);
-        FILE *parts_out = open_memstream(&parts, &parts_size);
-        json_t *file, *part;
-        size_t k, nparts = 0;
+        struct file_columns columns = {0};
         size_t n = json_array_size(findings);
 
-        /* Several files of one run are joined with a space, in command-line order. */
-        json_array_foreach(files, j, file) {
-            fprintf(paths_out, "%s%s", j ? " " : "", text_or(file, "path", ""));
-            fprintf(digests_out, "%s%s", j ? " " : "", text_or(file, "xxh3_128", "-"));
-            /* Every physical file as PATH=XXH3, space-separated like the files. */
-            json_array_foreach(json_object_get(file, "parts"), k, part)
-                fprintf(parts_out, "%s%s=%s", nparts++ ? " " : "", text_or(part, "path", ""),
-                        text_or(part, "xxh3_128", "-"));
-        }
-        fclose(paths_out);
-        fclose(digests_out);
-        fclose(parts_out);
-
+        file_columns_fill(json_object_get(run, "files"), &columns);
         for (j = 0; j < (n ? n : 1); j++) {
             finding = json_array_get(findings, j);
             csv_number(json_object_get(run, "id"), 0);
@@ -467,18 +505,17 @@ static void print_export_csv(json_t *runs)
             csv_field(text_or(run, "host", ""), 0);
             csv_field(text_or(run, "user", ""), 0);
             csv_field(text_or(run, "command_line", ""), 0);
-            csv_field(paths, 0);
-            csv_field(digests, 0);
-            csv_field(parts, 0);
+            csv_field(columns.paths, 0);
+            csv_field(columns.xxh3, 0);
+            csv_field(columns.sha256, 0);
+            csv_field(columns.parts, 0);
             csv_field(text_or(finding, "rule", ""), 0);
             csv_field(text_or(finding, "severity", ""), 0);
             csv_field(text_or(finding, "file", ""), 0);
             csv_field(text_or(finding, "tensor", ""), 0);
             csv_field(text_or(finding, "message", ""), 1);
         }
-        free(paths);
-        free(digests);
-        free(parts);
+        file_columns_free(&columns);
     }
 }
 

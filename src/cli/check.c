@@ -454,13 +454,15 @@ static void enabled_rules(const struct bcpm_ruleset *rs, struct bcpm_report_opti
 /*
  * A run that exits 2 is never a pass: the result fails, and a critical
  * finding names what could not be done, so that the reports written after
- * this point (and the audit record) show it.
+ * this point (and the audit record) show it. The message is what, a colon
+ * and err's message, or err's message alone when what is NULL.
  */
 static void record_not_run(struct run *run, const char *rule, const struct bcpm_error *err,
                            const char *what)
 {
     bcpm_findings_add(&run->result.findings, rule, BCPM_SEVERITY_CRITICAL,
-                      err->file[0] ? err->file : NULL, NULL, "%s: %s", what, err->message);
+                      err->file[0] ? err->file : NULL, NULL, "%s%s%s", what ? what : "",
+                      what ? ": " : "", err->message);
     run->result.failed = 1;
 }
 
@@ -477,13 +479,14 @@ static int write_report_files(struct run *run, const struct bcpm_report_options 
     bcpm_error_clear(&err);
     if (s->junit_path && bcpm_report_junit(s->junit_path, &run->result, o, &err) != 0) {
         print_error(&err);
-        record_not_run(run, RULE_REPORT_UNWRITABLE, &err, "the JUnit report was not written");
+        /* The report's own message already says which file was not written. */
+        record_not_run(run, RULE_REPORT_UNWRITABLE, &err, NULL);
         rc = CLI_EXIT_FAILED;
     }
     bcpm_error_clear(&err);
     if (s->sarif_path && bcpm_report_sarif(s->sarif_path, &run->result, o, &err) != 0) {
         print_error(&err);
-        record_not_run(run, RULE_REPORT_UNWRITABLE, &err, "the SARIF log was not written");
+        record_not_run(run, RULE_REPORT_UNWRITABLE, &err, NULL);
         rc = CLI_EXIT_FAILED;
     }
     return rc;

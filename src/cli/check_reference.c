@@ -111,7 +111,8 @@ static const char **ternary_names(const struct bcpm_check_result *result, size_t
 }
 
 /* Keep the numbers of one compared tensor for the reports, in the policy the findings use. */
-static int keep_numbers(struct check_reference *r, const struct bcpm_reference_result *res)
+static int keep_numbers(struct check_reference *r, const struct bcpm_reference_result *res,
+                        size_t file)
 {
     int policy = res->matched == BCPM_COMPUTE_HALF ? BCPM_COMPUTE_HALF : BCPM_COMPUTE_FLOAT32;
     const struct bcpm_reference_policy *p = &res->policy[policy];
@@ -140,6 +141,7 @@ static int keep_numbers(struct check_reference *r, const struct bcpm_reference_r
     memset(t, 0, sizeof(*t));
     r->names[r->ntensors++] = name;
     t->name = name;
+    t->file = file;
     t->policy = bcpm_compute_name((enum bcpm_compute)policy);
     t->elements = res->elements;
     t->matches = p->matches;
@@ -205,11 +207,27 @@ static void reword_boundary(struct bcpm_finding *f, const struct bcpm_reference_
 }
 
 /*
+ * 1 when the tensor matches its policy bit for bit: every group was compared,
+ * no code or scale differs from the policy's, not even at a rounding
+ * boundary, and every stored value is a code.
+ */
+static int exact_match(const struct bcpm_reference_result *res)
+{
+    const struct bcpm_reference_policy *p = &res->policy[res->matched];
+
+    return res->nonfinite_groups == 0 && p->mismatches == 0 && p->stored_other == 0 &&
+           p->scale_errors == 0 && p->boundary == 0 && p->scale_boundary == 0;
+}
+
+/*
  * The comparison adds a reference.boundary finding for every tensor under
- * --compute auto, even one that matches a policy bit for bit. Keep it only
- * for tensors with codes or scales that match just at a rounding boundary,
- * and fold the others, where the policies disagree but the export sides
- * with one of them throughout, into one finding for the checkpoint.
+ * --compute auto, even one that matches a policy bit for bit, and under an
+ * explicit policy for every tensor where the policies disagree. Keep it only
+ * for tensors with codes or scales that match just at a rounding boundary.
+ * Under --compute auto, fold the exact matches where the policies disagree
+ * but the export sides with one of them throughout into one finding for the
+ * checkpoint. A tensor with code or scale errors, or with groups left out
+ * for NaN or Inf in the latent weights, is no such match.
  */
 static void fold_boundary(struct bcpm_findings *findings, size_t first_finding,
                           const struct bcpm_reference_result *results, size_t nresults,
@@ -233,7 +251,8 @@ static void fold_boundary(struct bcpm_findings *findings, size_t first_finding,
             i++;
             continue;
         }
-        if (res->policy_disagreements > 0) {
+        if (requested == BCPM_COMPUTE_AUTO && res->policy_disagreements > 0 &&
+            exact_match(res)) {
             tensors[res->matched == BCPM_COMPUTE_HALF]++;
             disagreements += res->policy_disagreements;
         }
@@ -294,7 +313,7 @@ int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset
     }
 
     for (size_t i = 0; i < nresults; i++) {
-        if (keep_numbers(r, &results[i]) != 0) {
+        if (keep_numbers(r, &results[i], first_file) != 0) {
             bcpm_reference_results_free(results, nresults);
             cli_error(CHECK_PROGRAM, "out of memory");
             return CLI_EXIT_FAILED;

@@ -20,6 +20,11 @@ static const char *policy_name(enum bcpm_compute policy)
     return policy == BCPM_COMPUTE_FLOAT32 ? "float32" : "bf16";
 }
 
+static const char *plural(uint64_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
 static int add_codes_finding(const struct bcpm_reference_result *r,
                              const struct bcpm_reference_policy *p, const char *pseudo_file,
                              struct bcpm_findings *findings)
@@ -30,11 +35,13 @@ static int add_codes_finding(const struct bcpm_reference_result *r,
         return 0;
     f = bcpm_findings_add(findings, "reference.codes", BCPM_SEVERITY_ERROR, pseudo_file,
                           r->tensor,
-                          "%" PRIu64 " of %" PRIu64 " elements hold a code that neither compute "
-                          "policy gives for the latent weights (%" PRIu64 " are not -s, 0 or +s "
+                          "%" PRIu64 " of %" PRIu64 " elements %s a code that neither compute "
+                          "policy gives for the latent weights (%" PRIu64 " %s not -s, 0 or +s "
                           "at all); first at row %" PRId64 ", column %" PRId64
                           ": latent %.9g, stored %.9g",
-                          p->mismatches, r->elements, p->stored_other, p->first_mismatch_row,
+                          p->mismatches, r->elements, plural(p->mismatches, "holds", "hold"),
+                          p->stored_other, plural(p->stored_other, "is", "are"),
+                          p->first_mismatch_row,
                           p->first_mismatch_column, p->first_mismatch_latent,
                           p->first_mismatch_stored);
     if (!f)
@@ -56,12 +63,16 @@ static int add_scale_finding(const struct bcpm_reference_result *r,
         return 0;
     f = bcpm_findings_add(findings, "reference.scale", BCPM_SEVERITY_ERROR, pseudo_file,
                           r->tensor,
-                          "%" PRIu64 " of %" PRIu64 " group scales differ from the recomputed s "
-                          "by more than %" PRIu32 " ulps (max %" PRIu64 " ulps, %s policy); "
+                          "%" PRIu64 " of %" PRIu64 " group scales %s from the recomputed s "
+                          "by more than %" PRIu32 " %s (max %" PRIu64 " %s, %s policy); "
                           "first at row %" PRId64 ", group %" PRId64 ": stored %.9g, "
                           "recomputed %.9g%s",
-                          p->scale_errors, p->scale_groups, options->scale_tolerance_ulps,
-                          p->scale_ulps_max, policy_name(r->matched), p->first_scale_row,
+                          p->scale_errors, p->scale_groups,
+                          plural(p->scale_errors, "differs", "differ"),
+                          options->scale_tolerance_ulps,
+                          plural(options->scale_tolerance_ulps, "ulp", "ulps"), p->scale_ulps_max,
+                          plural(p->scale_ulps_max, "ulp", "ulps"), policy_name(r->matched),
+                          p->first_scale_row,
                           p->first_scale_group, p->first_scale_stored, p->first_scale_expected,
                           r->looks_quantized_twice
                               ? "; every scale is smaller by its group's fraction of nonzero "
@@ -87,12 +98,15 @@ static int add_boundary_finding(const struct bcpm_reference_result *r,
         return 0;
     return bcpm_findings_add(findings, "reference.boundary", BCPM_SEVERITY_INFO, pseudo_file,
                              r->tensor,
-                             "%s%s policy%s %" PRIu64 " codes and %" PRIu64 " scales differ from "
+                             "%s%s policy%s %" PRIu64 " %s and %" PRIu64 " %s differ from "
                              "it only at rounding boundaries (a quotient at a tie, or a group sum "
                              "one ulp away); the float32 and bf16 policies disagree on %" PRIu64
-                             " elements",
+                             " %s",
                              verdict, policy, *verdict ? ";" : ":", p->boundary,
-                             p->scale_boundary, r->policy_disagreements) != NULL
+                             plural(p->boundary, "code", "codes"), p->scale_boundary,
+                             plural(p->scale_boundary, "scale", "scales"),
+                             r->policy_disagreements,
+                             plural(r->policy_disagreements, "element", "elements")) != NULL
                ? 0
                : -1;
 }
@@ -107,9 +121,11 @@ int bcpm_reference_findings(const struct bcpm_reference_result *r,
     if (r->nonfinite_groups > 0) {
         struct bcpm_finding *f = bcpm_findings_add(
             findings, "values.nonfinite", BCPM_SEVERITY_ERROR, latent_file, r->tensor,
-            "the latent weights hold NaN or Inf in %" PRIu64 " groups, first at row %" PRId64
-            ", column %" PRId64 "; those groups were not compared",
-            r->nonfinite_groups, r->first_nonfinite_row, r->first_nonfinite_column);
+            "the latent weights hold NaN or Inf in %" PRIu64 " %s, first at row %" PRId64
+            ", column %" PRId64 "; %s not compared",
+            r->nonfinite_groups, plural(r->nonfinite_groups, "group", "groups"),
+            r->first_nonfinite_row, r->first_nonfinite_column,
+            plural(r->nonfinite_groups, "that group was", "those groups were"));
         if (!f)
             return -1;
         f->row = r->first_nonfinite_row;

@@ -7,7 +7,8 @@
  * severity make a <failure>; lower ones are listed in <system-out>. A path
  * that could not be opened gets a suite named by the path, with its path in
  * each failure message. Findings on a path outside the checked files (an
- * unreadable --reference) get such a suite too.
+ * unreadable --reference) get such a suite too. The reference.* rules pass
+ * only in the suites of checkpoints that a --reference comparison covered.
  */
 #include "report/report.h"
 
@@ -102,6 +103,24 @@ static int file_has_cases(const struct junit *j, size_t file)
     return 0;
 }
 
+/*
+ * 1 when rule could have run on file. The reference.* rules run only where
+ * a --reference comparison did. Without one, or when the reference could not
+ * be read, a passing case would claim a check that never happened.
+ */
+static int rule_ran(const struct junit *j, size_t file, const char *rule)
+{
+    const struct bcpm_report_options *o = j->options;
+
+    if (strncmp(rule, "reference.", strlen("reference.")) != 0)
+        return 1;
+    for (size_t i = 0; o->reference && i < o->nreference; i++) {
+        if (o->reference[i].file == file)
+            return 1;
+    }
+    return 0;
+}
+
 static void add_passing_case(struct junit *j, size_t file, const char *rule)
 {
     struct junit_case *c = &j->cases[j->ncases++];
@@ -156,7 +175,8 @@ static int build_cases(struct junit *j)
         int unread = file < r->nfiles && !r->files[file].format;
 
         for (size_t k = 0; !unread && k < j->options->nrules; k++) {
-            if (!rule_seen(j, file, j->options->rules[k]))
+            if (!rule_seen(j, file, j->options->rules[k]) &&
+                rule_ran(j, file, j->options->rules[k]))
                 add_passing_case(j, file, j->options->rules[k]);
         }
 

@@ -31,6 +31,7 @@
  */
 struct bcpm_report_reference {
     const char *name;             /* tensor name */
+    size_t file;                  /* index in bcpm_check_result.files of its checkpoint */
     const char *policy;           /* compute policy the export matched: "float32", "bf16", or NULL */
     uint64_t elements;            /* elements compared */
     uint64_t matches;             /* elements equal to the recomputed fake-quant */

@@ -442,6 +442,11 @@ static void print_tensor_stats(const struct terminal *t)
     }
 }
 
+static const char *plural(uint64_t n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
 static void print_reference(const struct terminal *t)
 {
     static const char *const code_labels[] = {"-1", "0", "+1"};
@@ -461,10 +466,13 @@ static void print_reference(const struct terminal *t)
     fputs("  against ", t->out);
     put_text(t->out, o->reference_path ? o->reference_path : "the reference");
     fprintf(t->out,
-            ": %zu tensors, %" PRIu64 " elements, %" PRIu64 " match, %" PRIu64 " boundary, %" PRIu64
-            " mismatching codes, %" PRIu64 " groups with scale errors; the float32 and bf16"
-            " policies disagree on %" PRIu64 " elements\n",
-            o->nreference, elements, matches, boundary, mismatches, scale_bad, disagreements);
+            ": %zu %s, %" PRIu64 " %s, %" PRIu64 " match, %" PRIu64 " boundary, %" PRIu64
+            " mismatching %s, %" PRIu64 " %s with scale errors; the float32 and bf16"
+            " policies disagree on %" PRIu64 " %s\n",
+            o->nreference, plural(o->nreference, "tensor", "tensors"), elements,
+            plural(elements, "element", "elements"), matches, boundary, mismatches,
+            plural(mismatches, "code", "codes"), scale_bad, plural(scale_bad, "group", "groups"),
+            disagreements, plural(disagreements, "element", "elements"));
     if (o->verbosity <= 0)
         return;
 
@@ -475,10 +483,10 @@ static void print_reference(const struct terminal *t)
         put_text(t->out, ref->name ? ref->name : "?");
         fprintf(t->out,
                 ": policy %s, %" PRIu64 " of %" PRIu64 " match, %" PRIu64 " boundary, %" PRIu64
-                " mismatching; scale error max %.3g ulp in %" PRIu64 " of %" PRIu64 " groups%s\n",
+                " mismatching; scale error max %.3g ulp in %" PRIu64 " of %" PRIu64 " %s%s\n",
                 ref->policy ? ref->policy : "none", ref->matches,
                 ref->elements, ref->boundary, ref->mismatches, ref->scale_ulps_max,
-                ref->scale_mismatches, ref->groups,
+                ref->scale_mismatches, ref->groups, plural(ref->groups, "group", "groups"),
                 ref->quantized_twice ? "; looks quantized twice" : "");
         fputs("    stored codes -1 0 +1 per recomputed code:", t->out);
         for (int e = 0; e < 3; e++) {

@@ -614,6 +614,86 @@ static int report_globals(struct layout_state *st, struct bcpm_error *err)
 
 /* ---- without a config: every layer alike ---- */
 
+/* Catalog index + 1 of per-layer tensor k in layer a, or 0 when absent or empty. */
+static size_t layer_tensor(const struct layout_state *st, int64_t a, size_t k)
+{
+    size_t i = st->layer_seen[(size_t)a * st->layout->nper_layer + k];
+
+    return i && st->ctx->cat->tensors[i - 1].numel != 0 ? i : 0;
+}
+
+/* How many layers hold per-layer tensor k with t's shape. */
+static size_t shape_count(const struct layout_state *st, size_t k, const struct bcpm_tensor *t)
+{
+    size_t count = 0;
+
+    for (int64_t a = 0; a < st->layers; a++) {
+        size_t ia = layer_tensor(st, a, k);
+
+        if (ia && same_shape(&st->ctx->cat->tensors[ia - 1], t->shape, t->ndim))
+            count++;
+    }
+    return count;
+}
+
+/*
+ * No shape is held by more than half of the layers, so none can be called the
+ * intended one: one finding lists every shape with the layers that have it,
+ * on the first of these tensors in name order.
+ */
+static void report_shape_tie(struct layout_state *st, size_t k)
+{
+    struct check_ctx *ctx = st->ctx;
+    const struct bcpm_tensor *first = NULL;
+    const struct rule_check *c;
+    char groups[1024], shape[128];
+    size_t used = 0, first_index = 0;
+
+    groups[0] = '\0';
+    for (int64_t a = 0; a < st->layers; a++) {
+        size_t ia = layer_tensor(st, a, k);
+        const struct bcpm_tensor *t;
+        int64_t b;
+
+        if (!ia)
+            continue;
+        t = &ctx->cat->tensors[ia - 1];
+        if (!first || strcmp(t->name, first->name) < 0) {
+            first = t;
+            first_index = ia - 1;
+        }
+
+        /* A shape is listed once, at the first layer that has it. */
+        for (b = 0; b < a; b++) {
+            size_t ib = layer_tensor(st, b, k);
+
+            if (ib && same_shape(&ctx->cat->tensors[ib - 1], t->shape, t->ndim))
+                break;
+        }
+        if (b < a)
+            continue;
+        used += (size_t)snprintf(groups + used, used < sizeof(groups) ? sizeof(groups) - used : 0,
+                                 "%s%s in layer%s %" PRId64, used ? ", " : "",
+                                 check_format_shape(shape, sizeof(shape), t->shape, t->ndim),
+                                 shape_count(st, k, t) > 1 ? "s" : "", a);
+        for (b = a + 1; b < st->layers; b++) {
+            size_t ib = layer_tensor(st, b, k);
+
+            if (ib && same_shape(&ctx->cat->tensors[ib - 1], t->shape, t->ndim))
+                used += (size_t)snprintf(groups + used,
+                                         used < sizeof(groups) ? sizeof(groups) - used : 0,
+                                         " %" PRId64, b);
+        }
+    }
+    if (!first)
+        return;
+
+    c = rules_select(ctx->rs, "layout.shape", first->name, st->layout->per_layer[k].role);
+    check_report(ctx, c, c ? c->severity : 0, check_tensor_file(ctx, first_index), first->name,
+                 "layers disagree on the shape of %s: %s; no majority (no config.json, so "
+                 "layers are compared with each other)", st->layout->per_layer[k].name, groups);
+}
+
 static void check_uniform_shapes(struct layout_state *st)
 {
     struct check_ctx *ctx = st->ctx;
@@ -623,7 +703,7 @@ static void check_uniform_shapes(struct layout_state *st)
     for (size_t k = 0; k < n; k++) {
         size_t best = 0, best_votes = 0, total = 0;
 
-        /* The shape most layers share is taken as the intended one. */
+        /* The shape more than half of the layers share is taken as the intended one. */
         for (int64_t a = 0; a < st->layers; a++) {
             size_t ia = st->layer_seen[(size_t)a * n + k], votes = 0;
 
@@ -644,6 +724,11 @@ static void check_uniform_shapes(struct layout_state *st)
         }
         if (!best)
             continue;
+        if (best_votes * 2 <= total) {
+            if (best_votes < total)
+                report_shape_tie(st, k);
+            continue;
+        }
         for (int64_t a = 0; a < st->layers; a++) {
             size_t ia = st->layer_seen[(size_t)a * n + k];
             const struct bcpm_tensor *ref = &ctx->cat->tensors[best - 1];

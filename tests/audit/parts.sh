@@ -3,8 +3,9 @@
 # own digests, equal to what xxh128sum and sha256sum print for that shard
 # (fixtures/audit/sharded-parts.expected, made with those tools; when they
 # are installed the test also runs them). A single file has one part equal
-# to the file's digest. show and export list the parts, and editing a
-# part's digest breaks the run's hash.
+# to the file's digest. show and export list the parts, a path with odd
+# characters comes back whole from the CSV export, and editing a part's
+# digest breaks the run's hash.
 # Usage: parts.sh BITCPM_CHECK BITCPM_AUDIT SHARDED_FOLDER EXPECTED
 set -u
 check=$1
@@ -56,8 +57,34 @@ grep -qF "        sha256 $sha" "$tmp/show.txt" || fail "show lacks the first sha
 "$audit" --audit-db "$db" show 1 --format json >"$tmp/show.json" || fail "show 1 --format json"
 grep -qF "\"xxh3_128\": \"$xxh\"" "$tmp/show.json" || fail "JSON lacks the first shard's digest"
 "$audit" --audit-db "$db" export --format csv >"$tmp/export.csv" || fail "export csv"
-head -n 1 "$tmp/export.csv" | grep -q ',xxh3_128,parts,rule,' || fail "csv header"
-grep -qF "$folder/$name=$xxh" "$tmp/export.csv" || fail "csv lacks the first shard's part"
+head -n 1 "$tmp/export.csv" | grep -q ',files,xxh3_128,sha256,parts,rule,' || fail "csv header"
+grep -qF "{\"\"path\"\":\"\"$folder/$name\"\",\"\"xxh3_128\"\":\"\"$xxh\"\",\"\"sha256\"\":\"\"$sha\"\"}" \
+    "$tmp/export.csv" || fail "csv lacks the first shard's part"
+
+# A path with a space, '=', a comma and a quote survives the CSV export: the
+# field is quoted with its quotes doubled (RFC 4180), and the parts column is
+# JSON text that parses back to the path and both digests.
+odd="$tmp/my model=1,\"q\".safetensors"
+cp "$folder/$name" "$odd"
+"$check" --audit-db "$db" --sha256 "$odd" >"$tmp/out" 2>&1
+[ $? -le 1 ] || fail "bitcpm-check on $odd: $(cat "$tmp/out")"
+"$audit" --audit-db "$db" export --run 3 --format csv >"$tmp/odd.csv" || fail "export --run 3"
+grep -qF ",\"[\"\"$tmp/my model=1,\\\"\"q\\\"\".safetensors\"\"]\",$xxh,$sha,\"[{\"\"path\"\":" \
+    "$tmp/odd.csv" || fail "csv files field for $odd: $(cat "$tmp/odd.csv")"
+if command -v python3 >/dev/null; then
+    python3 - "$tmp/odd.csv" "$odd" "$xxh" "$sha" <<'PY' || fail "csv did not parse back"
+import csv, json, sys
+path, want, xxh, sha = sys.argv[1:]
+with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+assert rows, "no rows"
+for row in rows:
+    assert json.loads(row["files"]) == [want], row["files"]
+    assert row["xxh3_128"] == xxh, row["xxh3_128"]
+    assert row["sha256"] == sha, row["sha256"]
+    assert json.loads(row["parts"]) == [{"path": want, "xxh3_128": xxh, "sha256": sha}], row["parts"]
+PY
+fi
 
 "$audit" --audit-db "$db" verify >/dev/null || fail "fresh chain did not verify"
 q "UPDATE file_parts SET xxh3_128 = '00000000000000000000000000000000'

@@ -1,13 +1,13 @@
 #!/bin/sh
 # bitcpm-check when part of the run cannot be done. A run that exits 2 never
-# reports "pass": an unreadable reference adds a critical format.unreadable
-# finding naming its path, and a report file that cannot be written adds a
-# critical report.unwritable finding and is named on stderr. An unreadable
-# checkpoint gets a JUnit suite of its own, named by its path, and a file row
-# in the audit database that `bitcpm-audit history PATH` finds. A byte
-# changed in a stored tensor entry of a zip checkpoint passes by default and
-# is a critical format.crc finding with --verify-crc. -V prints the version of
-# both commands.
+# reports "pass". An unreadable reference adds a critical format.unreadable
+# finding naming its path, and the JUnit report then lists no reference.*
+# test case. A report file that cannot be written adds a critical
+# report.unwritable finding and is named on stderr. An unreadable checkpoint gets a JUnit suite of its
+# own, named by its path, and a file row in the audit database that
+# `bitcpm-audit history PATH` finds. A byte changed in a stored tensor entry
+# of a zip checkpoint passes by default and is a critical format.crc finding
+# with --verify-crc. -V prints the version of both commands.
 # Usage: cli_failures.sh BITCPM_CHECK BITCPM_AUDIT JSON_PROBE BITCPM_LS
 set -u
 check=$1
@@ -44,6 +44,12 @@ expect_probe "$tmp/ref.json" findings.0.severity critical
 expect_probe "$tmp/ref.json" findings.0.file "$missing_ref"
 grep -q "no-such-latent.pt" "$tmp/ref.err" || fail "unreadable reference: not named on stderr"
 
+# No comparison ran, so the JUnit report lists no reference.* test case.
+"$check" --no-audit --junit "$tmp/ref.xml" --reference "$missing_ref" "$good" >/dev/null 2>&1
+[ -f "$tmp/ref.xml" ] || fail "unreadable reference: no JUnit report"
+grep -q 'classname="reference\.' "$tmp/ref.xml" &&
+    fail "unreadable reference: the JUnit report has reference.* test cases"
+
 # A JUnit file that cannot be created: exit 2, verdict fail, the file on stderr.
 bad_report=$tmp/no-such-dir/r.xml
 "$check" --no-audit --format json --junit "$bad_report" "$good" \
@@ -54,6 +60,9 @@ expect_probe "$tmp/junit.json" verdict fail
 expect_probe "$tmp/junit.json" findings.0.rule report.unwritable
 expect_probe "$tmp/junit.json" findings.0.file "$bad_report"
 grep -q "no-such-dir/r.xml" "$tmp/junit.err" || fail "unwritable JUnit file: not named on stderr"
+# The finding says once that the JUnit report was not written.
+[ "$("$probe" "$tmp/junit.json" findings.0.message | grep -o "JUnit report" | wc -l)" = 1 ] ||
+    fail "unwritable JUnit file: message '$("$probe" "$tmp/junit.json" findings.0.message)'"
 
 # The audit record of such a run stores exit code 2 and the finding.
 "$check" --audit-db "$tmp/junit.db" --junit "$bad_report" "$good" >/dev/null 2>&1

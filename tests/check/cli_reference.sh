@@ -118,5 +118,62 @@ grep -q '[^0-9]1 \(codes\|scales\|elements\)' "$tmp/bf16.txt" &&
 grep -q ' 0 codes and 0 scales' "$tmp/bf16.txt" &&
     fail "bf16: a boundary finding for a tensor without boundary codes or scales"
 
+# The folded finding counts only tensors without code or scale errors. Each
+# planted defect in flip.pt, scale.pt and twice.pt sits in one tensor, so
+# 13 of the 14 tensors count. latent_nan.pt holds latent weights, not codes,
+# so every tensor has reference.codes errors, none counts and there is no
+# folded finding.
+for defect in flip scale twice; do
+    "$check" --no-audit --format json "$pairs/$defect.pt" --reference "$pairs/latent.pt" \
+        >"$tmp/$defect.json" 2>/dev/null
+    boundary_findings "$tmp/$defect.json" >"$tmp/$defect-boundary.txt"
+    grep -q "^null|$((nternary - 1)) tensors match the float32 policy and 0 the bf16" \
+        "$tmp/$defect-boundary.txt" ||
+        fail "$defect.pt: folded finding is '$(cat "$tmp/$defect-boundary.txt")', expected $((nternary - 1)) tensors"
+done
+"$check" --no-audit --format json "$pairs/latent_nan.pt" --reference "$pairs/latent.pt" \
+    >"$tmp/nan.json" 2>/dev/null
+boundary_findings "$tmp/nan.json" >"$tmp/nan-boundary.txt"
+grep -q '^null|' "$tmp/nan-boundary.txt" &&
+    fail "latent_nan.pt: folded finding '$(cat "$tmp/nan-boundary.txt")', expected none"
+
+# Under an explicit policy there is no folded finding. pseudo.pt was exported
+# in float32: with --compute float32 no tensor has a boundary code, so there
+# is no reference.boundary finding at all; with --compute bf16 every element
+# where the policies disagree is a boundary code, one finding per such tensor.
+"$check" --no-audit --compute float32 --format json "$pairs/pseudo.pt" \
+    --reference "$pairs/latent.pt" >"$tmp/float32.json" 2>/dev/null
+boundary_findings "$tmp/float32.json" >"$tmp/float32.txt"
+[ -s "$tmp/float32.txt" ] && fail "float32: boundary findings '$(cat "$tmp/float32.txt")'"
+grep -q '^null|' "$tmp/bf16.txt" && fail "bf16: a folded boundary finding"
+bf16_tensors=0
+bf16_codes=0
+i=0
+while [ "$i" -lt "$nternary" ]; do
+    b=$("$probe" "$tmp/bf16.json" "reference.tensors.$i.boundary")
+    [ "$b" = "$("$probe" "$tmp/good.json" "reference.tensors.$i.policy_disagreements")" ] ||
+        fail "bf16: tensor $i has $b boundary codes, expected its policy disagreements"
+    [ "$b" = 0 ] || bf16_tensors=$((bf16_tensors + 1))
+    bf16_codes=$((bf16_codes + b))
+    i=$((i + 1))
+done
+[ "$bf16_codes" = "$disagree" ] || fail "bf16: $bf16_codes boundary codes, expected $disagree"
+[ "$(grep -c . "$tmp/bf16.txt")" = "$bf16_tensors" ] ||
+    fail "bf16: $(grep -c . "$tmp/bf16.txt") boundary findings, expected $bf16_tensors"
+
+# The terminal summary agrees the noun with the count: flip.pt has 1 wrong code.
+"$check" --no-audit "$pairs/flip.pt" --reference "$pairs/latent.pt" >"$tmp/flip.txt" 2>&1
+grep -q " 1 mismatching code, 0 groups with scale errors" "$tmp/flip.txt" ||
+    fail "flip.pt: summary '$(grep against "$tmp/flip.txt")'"
+
+# JUnit: reference.* test cases only where a comparison ran.
+"$check" --no-audit --junit "$tmp/plain.xml" "$pairs/pseudo.pt" >/dev/null 2>&1
+grep -q 'classname="reference\.' "$tmp/plain.xml" &&
+    fail "JUnit without --reference: reference.* test cases"
+"$check" --no-audit --junit "$tmp/compared.xml" "$pairs/pseudo.pt" \
+    --reference "$pairs/latent.pt" >/dev/null 2>&1
+grep -q 'classname="reference\.codes" name="all"' "$tmp/compared.xml" ||
+    fail "JUnit with --reference: no passing reference.codes test case"
+
 [ "$failed" = 0 ] && echo "all bitcpm-check --reference checks passed"
 exit "$failed"

@@ -310,6 +310,29 @@ static void check_zero3_message(void **state)
     bcpm_check_result_free(&result);
 }
 
+/*
+ * fixtures/quant/pairs/shape.pt has two layers and no config; layer 0's
+ * q_proj is [32, 64] where layer 1's is [64, 64]. With one layer each there is
+ * no majority, so the finding names both shapes rather than picking one.
+ */
+static void check_shape_tie(void **state)
+{
+    struct bcpm_check_options options;
+    struct bcpm_check_result result;
+    const struct bcpm_finding *f;
+    struct bcpm_error err;
+
+    (void)state;
+    bcpm_check_options_init(&options);
+    assert_int_equal(run_check_with(rules, "../quant/pairs/shape.pt", &options, &result, &err), 0);
+    f = only_finding(&result, "layout.shape");
+    assert_string_equal(f->tensor, "model.layers.0.self_attn.q_proj.weight");
+    assert_non_null(strstr(f->message, "[32, 64] in layer 0"));
+    assert_non_null(strstr(f->message, "[64, 64] in layer 1"));
+    assert_non_null(strstr(f->message, "no majority"));
+    bcpm_check_result_free(&result);
+}
+
 static void check_nan_position(void **state)
 {
     json_t *entry = defect("nan");
@@ -847,6 +870,7 @@ int main(void)
         cmocka_unit_test(check_nonternary_value),
         cmocka_unit_test(check_two_scale_row),
         cmocka_unit_test(check_zero3_message),
+        cmocka_unit_test(check_shape_tie),
         cmocka_unit_test(check_nan_position),
         cmocka_unit_test(check_stage_assertions),
         cmocka_unit_test(check_damaged_rows),
