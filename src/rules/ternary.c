@@ -79,12 +79,13 @@ static void report_values(struct check_ctx *ctx, size_t i)
     if (!s->scanned || s->groups_bad == 0)
         return;
     f = check_report(ctx, c, severity_of(c), check_tensor_file(ctx, i), t->name,
-                     "%" PRIu64 " of %" PRIu64 " groups (group size %" PRId64 ") are not "
+                     "%" PRIu64 " of %" PRIu64 " groups (group size %" PRId64 ") %s not "
                      "ternary; the first value that is not -s, 0 or +s is %.9g at row %" PRId64
                      ", column %" PRId64 ", where the group's scale s is %.9g and the group "
                      "holds %s%u distinct magnitudes; codes -1/0/+1 over ternary groups: "
                      "%.3f/%.3f/%.3f",
-                     s->groups_bad, s->groups, s->group_size, s->bad_value, s->bad_row,
+                     s->groups_bad, s->groups, s->group_size,
+                     s->groups_bad == 1 ? "is" : "are", s->bad_value, s->bad_row,
                      s->bad_column, s->bad_scale,
                      s->bad_magnitudes > BCPM_TERNARY_MAX_MAGNITUDES ? "more than " : "",
                      s->bad_magnitudes > BCPM_TERNARY_MAX_MAGNITUDES
