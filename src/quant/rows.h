@@ -77,10 +77,10 @@ void bcpm_quant_release_tensor(const struct bcpm_map *map, const struct bcpm_ten
 
 /*
  * Rows handled between two releases: about 32 MiB of a tensor. Each release
- * is an madvise that interrupts the other threads to flush their TLBs, which
- * costs far more inside a virtual machine; at 4 MiB these interrupts took a
- * fifth of the check's time on a 2-vCPU VM (perf, Linux 6.18). The resident
- * set grows by about this much per thread.
+ * is an madvise that interrupts the other threads to flush their TLBs, and
+ * inside a virtual machine those interrupts are expensive. With 4 MiB they
+ * took a fifth of the check's time on a 2-vCPU VM (perf, Linux 6.18). The
+ * resident set grows by about this much per thread.
  */
 uint64_t bcpm_quant_release_stride(uint64_t row_bytes);
 
