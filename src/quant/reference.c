@@ -792,19 +792,21 @@ static void merge_result(struct bcpm_reference_result *into,
         merge_policy(&into->policy[p], &part->policy[p]);
 }
 
-static uint64_t trouble(const struct bcpm_reference_policy *p)
+/* Elements and scales where the policy's result differs from the stored one. */
+static uint64_t policy_differences(const struct bcpm_reference_policy *p)
 {
     return p->mismatches + p->boundary + p->scale_errors + p->scale_boundary;
 }
 
-/* The policy the findings report: the requested one, or under AUTO the one with less trouble. */
+/* The policy the findings report: the requested one, or under AUTO the one with fewer differences. */
 static void choose_policy(struct bcpm_reference_result *r, enum bcpm_compute requested)
 {
     const struct bcpm_reference_policy *chosen;
 
     if (requested == BCPM_COMPUTE_AUTO)
-        r->matched = trouble(&r->policy[HALF]) < trouble(&r->policy[F32]) ? BCPM_COMPUTE_HALF
-                                                                          : BCPM_COMPUTE_FLOAT32;
+        r->matched = policy_differences(&r->policy[HALF]) < policy_differences(&r->policy[F32])
+                         ? BCPM_COMPUTE_HALF
+                         : BCPM_COMPUTE_FLOAT32;
     else
         r->matched = requested;
 

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "rules/engine.h"
+#include "rules_test_setup.h"
 
 static struct bcpm_ruleset *rules;
 static json_t *expectations;
@@ -25,22 +26,9 @@ static char check_dir[1024];
 
 static int setup(void **state)
 {
-    const char *source = getenv("BCPM_SOURCE"), *fixtures = getenv("BCPM_FIXTURES");
-    struct bcpm_error err;
-    char path[1200], dir[1100];
-
     (void)state;
-    if (!source || !fixtures)
-        return -1;
-    snprintf(dir, sizeof(dir), "%s/rules", source);
-    setenv("BITCPM_RULES_DIR", dir, 1);
-    bcpm_error_clear(&err);
-    if (bcpm_ruleset_load_default(&rules, &err) != 0)
-        return -1;
-    snprintf(check_dir, sizeof(check_dir), "%s/check", fixtures);
-    snprintf(path, sizeof(path), "%s/expectations.json", check_dir);
-    expectations = json_load_file(path, 0, NULL);
-    return expectations ? 0 : -1;
+    return rules_test_setup("check", "expectations.json", check_dir, sizeof(check_dir), &rules,
+                            &expectations);
 }
 
 static int teardown(void **state)

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "rules/check.h"
+#include "rules_test_setup.h"
 
 static struct bcpm_ruleset *rules;
 static json_t *expected;
@@ -22,22 +23,9 @@ static char configs_dir[1024];
 
 static int setup(void **state)
 {
-    const char *source = getenv("BCPM_SOURCE"), *fixtures = getenv("BCPM_FIXTURES");
-    struct bcpm_error err;
-    char path[1200], dir[1100];
-
     (void)state;
-    if (!source || !fixtures)
-        return -1;
-    snprintf(dir, sizeof(dir), "%s/rules", source);
-    setenv("BITCPM_RULES_DIR", dir, 1);
-    bcpm_error_clear(&err);
-    if (bcpm_ruleset_load_default(&rules, &err) != 0)
-        return -1;
-    snprintf(configs_dir, sizeof(configs_dir), "%s/check/configs", fixtures);
-    snprintf(path, sizeof(path), "%s/expected.json", configs_dir);
-    expected = json_load_file(path, 0, NULL);
-    return expected ? 0 : -1;
+    return rules_test_setup("check/configs", "expected.json", configs_dir, sizeof(configs_dir), &rules,
+                            &expected);
 }
 
 static int teardown(void **state)
