@@ -67,7 +67,7 @@ struct bcpm_audit_part_digest {
 /*
  * Digests of one checked file, in the order of bcpm_check_result.files. For
  * a sharded checkpoint xxh3_128 and sha256 cover all shards concatenated in
- * catalog order, and parts holds each shard's own digests; a single file has
+ * catalog order, and parts contains each shard's own digests; a single file has
  * one part with the same digests.
  */
 struct bcpm_audit_file_digest {

@@ -385,7 +385,7 @@ struct exceptions {
 
 /*
  * Compare the codes of one group under policy p with the stored codes. Every
- * stored code starts on the diagonal of the confusion matrix (counts holds
+ * stored code starts on the diagonal of the confusion matrix (counts contains
  * the stored codes). Then the exceptions where the code of p differs from
  * the stored one are visited, in element order.
  */

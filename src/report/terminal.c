@@ -286,7 +286,7 @@ static void print_findings(const struct terminal *t, const struct bcpm_report_ru
     int verbose = t->options->verbosity > 0;
 
     for (size_t i = 0; i < nrows; i++) {
-        size_t shown = 0;
+        size_t printed = 0;
 
         fputs("\n  ", t->out);
         paint(t, SGR_BOLD, rows[i].rule);
@@ -295,14 +295,14 @@ static void print_findings(const struct terminal *t, const struct bcpm_report_ru
             const struct bcpm_finding *f = &list->items[k];
             if (strcmp(f->rule ? f->rule : "unknown", rows[i].rule) != 0)
                 continue;
-            if (!verbose && shown == BCPM_REPORT_FINDINGS_PER_RULE)
+            if (!verbose && printed == BCPM_REPORT_FINDINGS_PER_RULE)
                 break;
             print_finding(t, f);
-            shown++;
+            printed++;
         }
-        if (shown < rows[i].count)
+        if (printed < rows[i].count)
             fprintf(t->out, "    ... and %zu more (all of them with -v or --format json)\n",
-                    rows[i].count - shown);
+                    rows[i].count - printed);
     }
 }
 
@@ -442,9 +442,9 @@ static void print_tensor_stats(const struct terminal *t)
     }
 }
 
-static const char *plural(uint64_t n, const char *one, const char *many)
+static const char *plural(uint64_t n, const char *singular, const char *plural_form)
 {
-    return n == 1 ? one : many;
+    return n == 1 ? singular : plural_form;
 }
 
 static void print_reference(const struct terminal *t)

@@ -1,5 +1,5 @@
 /*
- * The fake-quant recompute against PyTorch 1.13: fixtures/quant holds latent
+ * The fake-quant recompute against PyTorch 1.13: fixtures/quant contains latent
  * matrices and what PyTorch computed from them under both compute policies
  * (tools/gen_quant_fixtures.py).
  *
