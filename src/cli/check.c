@@ -398,6 +398,7 @@ static void check_path(struct run *run, const char *path)
 
     check_digest_start(&digest, &run->audit, catalog);
     check_options.digest = digest.hook;
+    check_reference_begin(&run->reference, run->rules, catalog, &check_options);
     rc = bcpm_check_catalog(run->rules, catalog, &check_options, &run->result, &err);
     if (check_digest_finish(&digest, &run->audit, &run->result, first_file) != CLI_CONTINUE)
         run->failed = 1;
@@ -418,6 +419,7 @@ static void check_path(struct run *run, const char *path)
         check_reference_preview(&run->reference, run->rules, catalog, &run->result,
                                 first_file) != CLI_CONTINUE)
         run->failed = 1;
+    check_reference_end(&run->reference);
     bcpm_catalog_free(catalog);
 }
 

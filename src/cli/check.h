@@ -106,6 +106,8 @@ void check_audit_close(struct check_audit *a);
 
 /* ---- --reference LATENT (check_reference.c) ---- */
 
+struct bcpm_reference_run;        /* quant/reference.h */
+
 struct check_reference {
     const char *path;              /* --reference, NULL when off */
     const char *compute;           /* "float32", "bf16" or "auto" */
@@ -113,15 +115,35 @@ struct check_reference {
     double eps;                    /* 0: the rule's */
     int threads;                   /* 0: one per online CPU */
     struct bcpm_catalog *latent;   /* opened on first use, shared by every PATH */
-    int latent_failed;             /* opening it failed; reported once, not retried */
+    int latent_failed;             /* opening it failed; not retried */
+    int latent_reported;           /* and that was reported (once) */
+    struct bcpm_error latent_error;
+    /* The comparison of the PATH being checked, run inside the engine's value pass. */
+    struct bcpm_reference_run *run;
+    int64_t run_group_size;
+    struct bcpm_check_tensor_pass pass;
     struct bcpm_report_reference *tensors; /* per-tensor numbers for the reports */
     char **names;                  /* owned copies of tensors[i].name and policy */
-    size_t ntensors, capacity;    struct bcpm_report_preview *previews; /* latent-only mode, one per ternary tensor */
+    size_t ntensors, capacity;
+    struct bcpm_report_preview *previews; /* latent-only mode, one per ternary tensor */
     size_t npreviews, preview_capacity;
 };
 
 void check_reference_init(struct check_reference *r, const char *path, const char *compute,
                           int64_t group_size, double eps, int threads);
+
+/*
+ * Before the engine checks catalog: open the latent reference and let the
+ * comparison run inside the engine's value pass (check_options->tensor_pass),
+ * so that each file is read once. Without --reference it leaves
+ * check_options alone.
+ */
+void check_reference_begin(struct check_reference *r, const struct bcpm_ruleset *rs,
+                           const struct bcpm_catalog *catalog,
+                           struct bcpm_check_options *check_options);
+
+/* Drop what check_reference_begin set up for the PATH just checked. */
+void check_reference_end(struct check_reference *r);
 
 /*
  * Compare the ternary tensors of catalog (role TERNARY in result, files from

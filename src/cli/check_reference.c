@@ -31,30 +31,38 @@ void check_reference_init(struct check_reference *r, const char *path, const cha
  * A reference that cannot be read is reported once, as a critical
  * format.unreadable finding on its path, and not retried for later PATHs.
  */
+static void load_latent(struct check_reference *r, const struct bcpm_ruleset *rs)
+{
+    struct bcpm_open_options options = {0};
+
+    if (r->latent || r->latent_failed)
+        return;
+    bcpm_error_clear(&r->latent_error);
+    bcpm_ruleset_allowed_globals(rs, &options.allowed_globals, &options.nallowed_globals);
+    if (bcpm_catalog_open(&r->latent, r->path, &options, &r->latent_error) != 0) {
+        r->latent = NULL;
+        r->latent_failed = 1;
+        bcpm_error_file(&r->latent_error, r->path);
+    }
+}
+
 static int open_latent(struct check_reference *r, const struct bcpm_ruleset *rs,
                        struct bcpm_check_result *result)
 {
-    struct bcpm_open_options options = {0};
-    struct bcpm_error err;
     char text[2 * BCPM_ERROR_TEXT_MAX];
 
+    load_latent(r, rs);
     if (r->latent)
         return CLI_CONTINUE;
-    if (r->latent_failed)
+    if (r->latent_reported)
         return CLI_EXIT_FAILED;
-    bcpm_error_clear(&err);
-    bcpm_ruleset_allowed_globals(rs, &options.allowed_globals, &options.nallowed_globals);
-    if (bcpm_catalog_open(&r->latent, r->path, &options, &err) != 0) {
-        r->latent = NULL;
-        r->latent_failed = 1;
-        bcpm_error_file(&err, r->path);
-        cli_error(CHECK_PROGRAM, "reference: %s", bcpm_error_format(&err, text, sizeof(text)));
-        bcpm_findings_add(&result->findings, "format.unreadable", BCPM_SEVERITY_CRITICAL,
-                          r->path, NULL, "the reference %s could not be read: %s", r->path,
-                          err.message);
-        return CLI_EXIT_FAILED;
-    }
-    return CLI_CONTINUE;
+    r->latent_reported = 1;
+    cli_error(CHECK_PROGRAM, "reference: %s",
+              bcpm_error_format(&r->latent_error, text, sizeof(text)));
+    bcpm_findings_add(&result->findings, "format.unreadable", BCPM_SEVERITY_CRITICAL, r->path,
+                      NULL, "the reference %s could not be read: %s", r->path,
+                      r->latent_error.message);
+    return CLI_EXIT_FAILED;
 }
 
 /*
@@ -269,6 +277,92 @@ static void fold_boundary(struct bcpm_findings *findings, size_t first_finding,
                       disagreements, plural(disagreements, "element", "elements"));
 }
 
+/* The engine's offer of one tensor (struct bcpm_check_tensor_pass); errors are left for later. */
+static int reference_pass(void *ctx, size_t index, int ternary, int64_t group_size,
+                          const struct bcpm_quant_digest *digest, struct bcpm_ternary_scan *scan,
+                          struct bcpm_value_stats *stats)
+{
+    struct check_reference *r = ctx;
+    struct bcpm_error err;
+
+    /* A tensor with its own group size is compared after the engine, with the common one. */
+    if (!r->run || (ternary && group_size != r->run_group_size))
+        return 0;
+    bcpm_error_clear(&err);
+    return bcpm_reference_run_tensor(r->run, index, ternary, digest, scan, stats, &err) == 1;
+}
+
+/*
+ * The group size check_reference_compare will use, known before the engine
+ * ran: --group-size, else the ternary.values rule's, else one group per row.
+ */
+static int64_t planned_group_size(const struct check_reference *r, const struct bcpm_ruleset *rs)
+{
+    double value;
+
+    if (r->group_size != 0)
+        return r->group_size;
+    if (bcpm_ruleset_param_number(rs, "ternary.values", "group_size", &value) == 0)
+        return (int64_t)value;
+    return -1;
+}
+
+void check_reference_begin(struct check_reference *r, const struct bcpm_ruleset *rs,
+                           const struct bcpm_catalog *catalog,
+                           struct bcpm_check_options *check_options)
+{
+    struct bcpm_reference_options options;
+    struct bcpm_check_result none = {0};
+    struct bcpm_error err;
+
+    check_reference_end(r);
+    if (!r->path)
+        return;
+    load_latent(r, rs);
+    if (!r->latent)
+        return;
+
+    comparison_options(r, rs, &none, 0, &options);
+    options.group_size = planned_group_size(r, rs);
+    bcpm_error_clear(&err);
+    if (bcpm_reference_run_new(catalog, r->latent, &options, &r->run, &err) != 0)
+        return;
+    r->run_group_size = options.group_size;
+    r->pass.run = reference_pass;
+    r->pass.ctx = r;
+    check_options->tensor_pass = &r->pass;
+}
+
+void check_reference_end(struct check_reference *r)
+{
+    bcpm_reference_run_free(r->run);
+    r->run = NULL;
+}
+
+/*
+ * Finish the run begun inside the engine, when it used the options the
+ * comparison settles on now; else compare the whole catalogs afresh.
+ */
+static int compare_or_finish(struct check_reference *r, const struct bcpm_catalog *catalog,
+                             const char *const *names, size_t nnames,
+                             const struct bcpm_reference_options *options,
+                             struct bcpm_check_result *result,
+                             struct bcpm_reference_result **results, size_t *nresults,
+                             struct bcpm_error *err)
+{
+    int rc;
+
+    if (r->run && options->group_size == r->run_group_size) {
+        rc = bcpm_reference_run_finish(r->run, names, nnames, &result->findings, results,
+                                       nresults, err);
+        check_reference_end(r);
+        return rc;
+    }
+    check_reference_end(r);
+    return bcpm_reference_compare_catalogs(catalog, r->latent, names, nnames, options,
+                                           &result->findings, results, nresults, err);
+}
+
 int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset *rs,
                             const struct bcpm_catalog *catalog,
                             struct bcpm_check_result *result, size_t first_file)
@@ -297,8 +391,8 @@ int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset
 
     bcpm_error_clear(&err);
     first_finding = result->findings.count;
-    rc = bcpm_reference_compare_catalogs(catalog, r->latent, names, nnames, &options,
-                                         &result->findings, &results, &nresults, &err);
+    rc = compare_or_finish(r, catalog, names, nnames, &options, result, &results, &nresults,
+                           &err);
     free(names);
     if (rc == 0)
         fold_boundary(&result->findings, first_finding, results, nresults, options.policy,
@@ -476,6 +570,7 @@ void check_reference_free(struct check_reference *r)
     free(r->names);
     free(r->tensors);
     free(r->previews);
+    check_reference_end(r);
     if (r->latent)
         bcpm_catalog_free(r->latent);
     memset(r, 0, sizeof(*r));

@@ -21,7 +21,7 @@
 #ifdef HAVE_X86_KERNELS
 
 #define AVX2 __attribute__((target("avx2,f16c,popcnt")))
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,popcnt")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,popcnt")))
 
 /* Same pairwise reduction as the scalar kernels. */
 static double reduce_lanes(double lane[BCPM_SUM_LANES])
@@ -33,28 +33,56 @@ static double reduce_lanes(double lane[BCPM_SUM_LANES])
     return lane[0];
 }
 
+/* lane[2j] = even[j] and lane[2j + 1] = odd[j]: canonical lanes from split accumulators. */
+static void interleave_lanes(const double even[8], const double odd[8],
+                             double lane[BCPM_SUM_LANES])
+{
+    for (int j = 0; j < 8; j++) {
+        lane[2 * j] = even[j];
+        lane[2 * j + 1] = odd[j];
+    }
+}
+
+/* The low `left` bits set, for a block of 32 elements of which `left` remain. */
+static uint32_t tail_mask32(size_t left)
+{
+    return left >= 32 ? 0xffffffffu : (1u << left) - 1u;
+}
+
 /* ---- AVX2 ---- */
 
+/*
+ * 16 elements per step as 8 32-bit lanes, split into even and odd elements
+ * as in avx512_abs_sum_bf16 (no widening shuffle). The low half of the even
+ * floats contains canonical lanes 0, 2, 4, 6 and the high half lanes 8 to
+ * 14. The odd floats follow the same pattern.
+ */
 AVX2 static double avx2_abs_sum_bf16(const uint16_t *x, size_t n)
 {
     __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
                       _mm256_setzero_pd()};
-    const __m256i mask = _mm256_set1_epi32(0x7fff);
-    double lane[BCPM_SUM_LANES];
+    const __m256i key_mask = _mm256_set1_epi16(0x7fff), high = _mm256_set1_epi32(-65536);
+    double part[4][4], lane[BCPM_SUM_LANES];
     size_t i = 0;
 
     for (; i + 16 <= n; i += 16) {
-        for (int h = 0; h < 2; h++) {
-            __m128i raw = _mm_loadu_si128((const __m128i *)(x + i + 8 * h));
-            __m256i wide = _mm256_and_si256(_mm256_cvtepu16_epi32(raw), mask);
-            __m256 f = _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-            acc[2 * h] = _mm256_add_pd(acc[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(f)));
-            acc[2 * h + 1] = _mm256_add_pd(acc[2 * h + 1],
-                                           _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
-        }
+        __m256i key = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), key_mask);
+        __m256 fe = _mm256_castsi256_ps(_mm256_slli_epi32(key, 16));
+        __m256 fo = _mm256_castsi256_ps(_mm256_and_si256(key, high));
+
+        acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(fe)));
+        acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_castps256_ps128(fo)));
+        acc[2] = _mm256_add_pd(acc[2], _mm256_cvtps_pd(_mm256_extractf128_ps(fe, 1)));
+        acc[3] = _mm256_add_pd(acc[3], _mm256_cvtps_pd(_mm256_extractf128_ps(fo, 1)));
     }
     for (int r = 0; r < 4; r++)
-        _mm256_storeu_pd(lane + 4 * r, acc[r]);
+        _mm256_storeu_pd(part[r], acc[r]);
+    for (int j = 0; j < 4; j++) {
+        lane[2 * j] = part[0][j];
+        lane[2 * j + 1] = part[1][j];
+        lane[8 + 2 * j] = part[2][j];
+        lane[8 + 2 * j + 1] = part[3][j];
+    }
     for (size_t j = 0; i < n; i++, j++)
         lane[j] += (double)bcpm_bf16_to_f32((uint16_t)(x[i] & 0x7fffu));
     return reduce_lanes(lane);
@@ -342,73 +370,112 @@ static size_t reference_tail(const uint16_t *x, const uint16_t *y, size_t i, siz
     return found + tail;
 }
 
-/* Lanes where (uint16_t)(v - first) < width, as all ones (AVX2 has no unsigned compare). */
-AVX2 static __m256i avx2_in_range(__m256i v, __m256i first, __m256i width_biased)
+/* Sum of the 16 16-bit counters of v. */
+AVX2 static uint64_t avx2_sum_u16_lanes(__m256i v)
 {
-    const __m256i bias = _mm256_set1_epi16((short)0x8000);
+    __m256i pairs = _mm256_madd_epi16(v, _mm256_set1_epi16(1));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
 
-    return _mm256_cmpgt_epi16(width_biased,
-                              _mm256_xor_si256(_mm256_sub_epi16(v, first), bias));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return (uint64_t)(uint32_t)_mm_cvtsi128_si32(s);
 }
 
 /*
- * BF16 codes by integer ranges (bcpm_bf16_code_range), 16 elements at a
- * time. movemask_epi8 gives two bits per 16-bit lane, hence the halving.
+ * Count the codes and list the exceptions of a block of 16 that contains an
+ * exception, exactly. `bad` is the movemask of the exceptions (two bits per element).
+ */
+AVX2 static size_t avx2_ref_block(__m256i v, __m256i stored_zero, uint32_t bad,
+                                  uint16_t magnitude, int magnitude_ok, size_t base, uint64_t c[4],
+                                  uint32_t *exceptions, size_t found)
+{
+    uint32_t zeros = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(stored_zero)) / 2;
+    uint32_t plus = 0, minus = 0;
+
+    if (magnitude_ok) {
+        plus = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(
+                   _mm256_cmpeq_epi16(v, _mm256_set1_epi16((short)magnitude))));
+        minus = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(
+                    _mm256_cmpeq_epi16(v, _mm256_set1_epi16((short)(magnitude | 0x8000u)))));
+        plus /= 2;
+        minus /= 2;
+    }
+    c[0] += minus;
+    c[1] += zeros;
+    c[2] += plus;
+    c[3] += 16 - zeros - plus - minus;
+    while (bad) {
+        unsigned bit = (unsigned)__builtin_ctz(bad);
+        exceptions[found++] = (uint32_t)(base + bit / 2);
+        bad &= ~(3u << bit);
+    }
+    return found;
+}
+
+/*
+ * The test of avx512_reference_bf16 (see there), 16 elements at a time.
+ * Every key is at most 0x7fff and every bound at least 0, so signed
+ * compares serve. A block without exceptions is counted with 16-bit lane
+ * counters, flushed before they can overflow.
  */
 AVX2 static size_t avx2_reference_bf16(const uint16_t *x, const uint16_t *y, size_t n, float t0,
                                        float t1, uint16_t magnitude, uint64_t counts[4],
                                        uint32_t *exceptions)
 {
-    uint16_t first[2], width[2];
-    __m256i plus_first[2], minus_first[2], width_biased[2];
-    const __m256i mask = _mm256_set1_epi16(0x7fff);
-    const __m256i mag = _mm256_set1_epi16((short)magnitude);
-    const __m256i neg_mag = _mm256_set1_epi16((short)(magnitude | 0x8000u));
-    uint64_t c[4] = {0, 0, 0, 0};
+    enum { FLUSH_BLOCKS = 32768 };
+    uint16_t first[2], width[2], f_lo, f_hi;
+    const int magnitude_ok = magnitude != 0 && magnitude < 0x8000u;
+    const __m256i key_mask = _mm256_set1_epi16(0x7fff), sign = _mm256_set1_epi16((short)0x8000);
+    const __m256i mag = _mm256_set1_epi16((short)magnitude), inf = _mm256_set1_epi16(0x7f80);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i below_lo, below_hi;
+    uint64_t c[4] = {0, 0, 0, 0}, good_blocks = 0, zeros = 0, minuses = 0;
     size_t i = 0, found = 0;
 
     if (!bcpm_bf16_code_range(t0, &first[0], &width[0]) ||
         !bcpm_bf16_code_range(t1, &first[1], &width[1]))
         return reference_tail(x, y, 0, n, t0, t1, magnitude, counts, exceptions, 0);
-    for (int k = 0; k < 2; k++) {
-        plus_first[k] = _mm256_set1_epi16((short)first[k]);
-        minus_first[k] = _mm256_set1_epi16((short)(first[k] | 0x8000u));
-        width_biased[k] = _mm256_set1_epi16((short)(width[k] ^ 0x8000u));
-    }
+    f_lo = first[0] < first[1] ? first[0] : first[1];
+    f_hi = first[0] < first[1] ? first[1] : first[0];
+    /* key > below  <=>  key >= first; 0x7fff makes the first range empty. */
+    below_lo = _mm256_set1_epi16((short)(f_lo - 1));
+    below_hi = _mm256_set1_epi16(magnitude_ok ? (short)(f_hi - 1) : 0x7fff);
 
-    for (; i + 16 <= n; i += 16) {
-        __m256i w = _mm256_loadu_si256((const __m256i *)(x + i));
-        __m256i v = _mm256_loadu_si256((const __m256i *)(y + i));
-        __m256i is_zero = _mm256_cmpeq_epi16(_mm256_and_si256(v, mask), _mm256_setzero_si256());
-        /* With magnitude 0 (a group of zeros) a zero is a zero, not +-magnitude. */
-        __m256i plus = _mm256_andnot_si256(is_zero, _mm256_cmpeq_epi16(v, mag));
-        __m256i minus = _mm256_andnot_si256(is_zero, _mm256_cmpeq_epi16(v, neg_mag));
-        __m256i bad = _mm256_or_si256(is_zero, _mm256_or_si256(plus, minus));
-        uint32_t zeros, pluses, minuses, exceptional;
+    while (i + 16 <= n) {
+        size_t end = n - i < 16 * (size_t)FLUSH_BLOCKS ? n : i + 16 * (size_t)FLUSH_BLOCKS;
+        __m256i zero_count = zero, minus_count = zero;
+        uint64_t blocks = 0;
 
-        /* bad starts as "a code at all" and becomes "not a code, or a code differs". */
-        bad = _mm256_xor_si256(bad, _mm256_set1_epi16(-1));
-        for (int k = 0; k < 2; k++) {
-            bad = _mm256_or_si256(
-                bad, _mm256_xor_si256(plus, avx2_in_range(w, plus_first[k], width_biased[k])));
-            bad = _mm256_or_si256(
-                bad, _mm256_xor_si256(minus, avx2_in_range(w, minus_first[k], width_biased[k])));
+        for (; i + 16 <= end; i += 16) {
+            __m256i w = _mm256_loadu_si256((const __m256i *)(x + i));
+            __m256i v = _mm256_loadu_si256((const __m256i *)(y + i));
+            __m256i key = _mm256_and_si256(w, key_mask);
+            __m256i nan = _mm256_cmpgt_epi16(key, inf);
+            __m256i both = _mm256_andnot_si256(nan, _mm256_cmpgt_epi16(key, below_hi));
+            __m256i either = _mm256_andnot_si256(nan, _mm256_cmpgt_epi16(key, below_lo));
+            __m256i relative = _mm256_xor_si256(v, _mm256_and_si256(w, sign));
+            __m256i stored_zero = _mm256_cmpeq_epi16(_mm256_and_si256(v, key_mask), zero);
+            __m256i good = _mm256_or_si256(_mm256_and_si256(both, _mm256_cmpeq_epi16(relative, mag)),
+                                           _mm256_andnot_si256(either, stored_zero));
+            uint32_t bad = ~(uint32_t)_mm256_movemask_epi8(good);
+
+            if (__builtin_expect(bad != 0, 0)) {
+                found = avx2_ref_block(v, stored_zero, bad, magnitude, magnitude_ok, i, c,
+                                       exceptions, found);
+                continue;
+            }
+            blocks++;
+            zero_count = _mm256_sub_epi16(zero_count, stored_zero);
+            minus_count = _mm256_sub_epi16(minus_count,
+                                           _mm256_andnot_si256(stored_zero, _mm256_srai_epi16(v, 15)));
         }
-
-        zeros = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(is_zero)) / 2;
-        pluses = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(plus)) / 2;
-        minuses = (uint32_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(minus)) / 2;
-        c[0] += minuses;
-        c[1] += zeros;
-        c[2] += pluses;
-        c[3] += 16 - zeros - pluses - minuses;
-        exceptional = (uint32_t)_mm256_movemask_epi8(bad);
-        while (exceptional) {
-            unsigned bit = (unsigned)__builtin_ctz(exceptional);
-            exceptions[found++] = (uint32_t)(i + bit / 2);
-            exceptional &= ~(3u << bit);
-        }
+        good_blocks += blocks;
+        zeros += avx2_sum_u16_lanes(zero_count);
+        minuses += avx2_sum_u16_lanes(minus_count);
     }
+    c[0] += minuses;
+    c[1] += zeros;
+    c[2] += 16 * good_blocks - zeros - minuses;
     for (int k = 0; k < 4; k++)
         counts[k] += c[k];
     return reference_tail(x, y, i, n, t0, t1, magnitude, counts, exceptions, found);
@@ -431,24 +498,49 @@ static const struct bcpm_quant_kernels avx2_table = {
 
 /* ---- AVX-512 ---- */
 
+/*
+ * 32 elements per step, read as 16 32-bit lanes: the even elements become
+ * floats by a shift, the odd ones by a mask, with no shuffle. even[j] is
+ * canonical lane 2j and odd[j] lane 2j + 1; elements 2j and 16 + 2j both go
+ * to lane 2j, so the low half is added before the high half. A short tail is
+ * read with a masked load: its missing elements add +0.0 to accumulators
+ * that are never -0.0, which changes nothing.
+ *
+ * The additions run as fma(v, 1.0, acc), which rounds acc + v once, exactly
+ * as an addition does, but on the multiply pipes, which the conversions leave
+ * idle. Only a NaN could tell the two apart (which NaN operand propagates),
+ * so a block holding a NaN takes plain additions.
+ */
 AVX512 static double avx512_abs_sum_bf16(const uint16_t *x, size_t n)
 {
-    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
-    const __m512i mask = _mm512_set1_epi32(0x7fff);
-    double lane[BCPM_SUM_LANES];
-    size_t i = 0;
+    __m512d even = _mm512_setzero_pd(), odd = _mm512_setzero_pd();
+    const __m512d one = _mm512_set1_pd(1.0);
+    const __m512i key_mask = _mm512_set1_epi16(0x7fff), high_key = _mm512_set1_epi32(-65536);
+    const __m512i inf = _mm512_set1_epi16(0x7f80);
+    double e[8], o[8], lane[BCPM_SUM_LANES];
 
-    for (; i + 16 <= n; i += 16) {
-        __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(x + i)));
-        __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_and_si512(wide, mask), 16));
-        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
-        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(
-                                   _mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))));
+    for (size_t i = 0; i < n; i += 32) {
+        __m512i v = i + 32 <= n ? _mm512_loadu_si512((const void *)(x + i))
+                                : _mm512_maskz_loadu_epi16(tail_mask32(n - i), x + i);
+        __m512i key = _mm512_and_si512(v, key_mask);
+        __m512 fe = _mm512_castsi512_ps(_mm512_slli_epi32(key, 16));
+        __m512 fo = _mm512_castsi512_ps(_mm512_and_si512(key, high_key));
+        __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(fe));
+        __m512d o0 = _mm512_cvtps_pd(_mm512_castps512_ps256(fo));
+        __m512d e1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(fe, 1));
+        __m512d o1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(fo, 1));
+
+        if (__builtin_expect(_mm512_cmpgt_epu16_mask(key, inf) != 0, 0)) {
+            even = _mm512_add_pd(_mm512_add_pd(even, e0), e1);
+            odd = _mm512_add_pd(_mm512_add_pd(odd, o0), o1);
+        } else {
+            even = _mm512_fmadd_pd(e1, one, _mm512_fmadd_pd(e0, one, even));
+            odd = _mm512_fmadd_pd(o1, one, _mm512_fmadd_pd(o0, one, odd));
+        }
     }
-    _mm512_storeu_pd(lane, lo);
-    _mm512_storeu_pd(lane + 8, hi);
-    for (size_t j = 0; i < n; i++, j++)
-        lane[j] += (double)bcpm_bf16_to_f32((uint16_t)(x[i] & 0x7fffu));
+    _mm512_storeu_pd(e, even);
+    _mm512_storeu_pd(o, odd);
+    interleave_lanes(e, o, lane);
     return reduce_lanes(lane);
 }
 
@@ -571,50 +663,222 @@ AVX512 static uint64_t avx512_count_nonfinite_bf16(const uint16_t *x, size_t n)
     return count + bcpm_quant_kernels_scalar.count_nonfinite_bf16(x + i, n - i);
 }
 
+/* Running state of avx512_stats_bf16. */
+struct stats512 {
+    __m512d sum_even, sum_odd, sq_even, sq_odd;
+    __m512i signed_max, unsigned_min, unsigned_max, signed_min;
+};
+
+/*
+ * Add 32 elements: `sums` contains them for the sums (left-out lanes +0, which
+ * no sum notices), `extremes` for the minimum and maximum (left-out lanes
+ * repeat a kept element). Element x*x is exact in double, so fma(x, x, acc)
+ * rounds exactly as acc + x*x; no NaN reaches the sums, so fma(x, 1, acc)
+ * may stand for acc + x where that balances the pipes.
+ */
+AVX512 static inline __attribute__((always_inline)) void
+stats512_add(struct stats512 *s, __m512i sums, __m512i extremes)
+{
+    const __m512d one = _mm512_set1_pd(1.0);
+    __m512 fe = _mm512_castsi512_ps(_mm512_slli_epi32(sums, 16));
+    __m512 fo = _mm512_castsi512_ps(_mm512_and_si512(sums, _mm512_set1_epi32(-65536)));
+    __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(fe));
+    __m512d o0 = _mm512_cvtps_pd(_mm512_castps512_ps256(fo));
+    __m512d e1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(fe, 1));
+    __m512d o1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(fo, 1));
+
+    s->signed_max = _mm512_max_epi16(s->signed_max, extremes);
+    s->unsigned_min = _mm512_min_epu16(s->unsigned_min, extremes);
+    s->unsigned_max = _mm512_max_epu16(s->unsigned_max, extremes);
+    s->signed_min = _mm512_min_epi16(s->signed_min, extremes);
+    s->sum_even = _mm512_add_pd(_mm512_add_pd(s->sum_even, e0), e1);
+    s->sum_odd = _mm512_fmadd_pd(o1, one, _mm512_fmadd_pd(o0, one, s->sum_odd));
+    s->sq_even = _mm512_fmadd_pd(e1, e1, _mm512_fmadd_pd(e0, e0, s->sq_even));
+    s->sq_odd = _mm512_fmadd_pd(o1, o1, _mm512_fmadd_pd(o0, o0, s->sq_odd));
+}
+
+/*
+ * The rare block: NaN or Inf among its elements, or fewer than 32 left
+ * (`valid`). Counts NaN, Inf and zeros into counts[0..2] and prepares the
+ * rest for stats512_add. Returns 0 when no element is left to add.
+ */
+AVX512 static int stats512_partial(const uint16_t *x, __m512i v, __mmask32 valid,
+                                   uint64_t counts[3], __m512i *sums, __m512i *extremes)
+{
+    const __m512i key_mask = _mm512_set1_epi16(0x7fff);
+    __mmask32 nonfinite = _mm512_cmpgt_epu16_mask(_mm512_and_si512(v, key_mask),
+                                                  _mm512_set1_epi16(0x7f7f)) & valid;
+    __mmask32 nans = nonfinite & _mm512_test_epi16_mask(v, _mm512_set1_epi16(0x7f));
+    __mmask32 nonzero = _mm512_test_epi16_mask(v, key_mask);
+    __mmask32 keep = valid & ~nonfinite;
+    uint16_t fill;
+
+    counts[0] += (uint64_t)_mm_popcnt_u32((uint32_t)nans);
+    counts[1] += (uint64_t)_mm_popcnt_u32((uint32_t)(nonfinite & ~nans));
+    counts[2] += (uint64_t)_mm_popcnt_u32((uint32_t)(valid & ~nonzero));
+    if (keep == 0)
+        return 0;
+    fill = x[__builtin_ctz((uint32_t)keep)];
+    if ((fill & 0x7fffu) == 0)
+        fill = 0;
+    *sums = _mm512_maskz_mov_epi16(keep & nonzero, v);
+    *extremes = _mm512_mask_mov_epi16(_mm512_set1_epi16((short)fill), keep, *sums);
+    return 1;
+}
+
+/*
+ * The common case of avx512_stats_bf16, in one pass with no per-block
+ * branch. Every element, NaN and Inf included, goes into the sums. The
+ * maximum comes from the signed maximum of the bit patterns, because as
+ * int16 non-negative values sort by size above every negative one. The
+ * minimum comes from the unsigned maximum, because as uint16 negative values
+ * sort by magnitude above every non-negative one. Returns 0, with *out unspecified, when the
+ * run needs the careful pass: a NaN or Inf (signed maximum above 0x7f7f or
+ * unsigned maximum above 0xff7f), no value with the sign bit clear, or none
+ * with it set (-0 included, as the sign bit is all these extremes see).
+ */
+AVX512 static int stats512_fast(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
+{
+    __m512d sum_even = _mm512_setzero_pd(), sum_odd = _mm512_setzero_pd();
+    __m512d sq_even = _mm512_setzero_pd(), sq_odd = _mm512_setzero_pd();
+    __m512i signed_max = _mm512_set1_epi16(INT16_MIN), unsigned_max = _mm512_setzero_si512();
+    const __m512i key_mask = _mm512_set1_epi16(0x7fff);
+    const __m512d one = _mm512_set1_pd(1.0);
+    double e[8], o[8], sum[BCPM_SUM_LANES], squares[BCPM_SUM_LANES];
+    int16_t smax[32];
+    uint16_t umax[32];
+    uint64_t zeros = 0;
+
+    for (size_t i = 0; i < n; i += 32) {
+        const __m256i high = _mm256_set1_epi32(-65536);
+        __mmask32 valid = 0xffffffffu;
+        __m512i v;
+        __m256i low_half, high_half;
+        __m512d e0, o0, e1, o1;
+
+        if (__builtin_expect(i + 32 <= n, 1)) {
+            v = _mm512_loadu_si512((const void *)(x + i));
+            low_half = _mm256_loadu_si256((const __m256i *)(x + i));
+            high_half = _mm256_loadu_si256((const __m256i *)(x + i + 16));
+            zeros += (uint64_t)_mm_popcnt_u32((uint32_t)_mm512_testn_epi16_mask(v, key_mask));
+        } else {
+            /* Missing lanes repeat x[i] for the extremes and are +0 for the sums. */
+            valid = tail_mask32(n - i);
+            v = _mm512_mask_loadu_epi16(_mm512_set1_epi16((short)x[i]), valid, x + i);
+            low_half = _mm512_castsi512_si256(_mm512_maskz_mov_epi16(valid, v));
+            high_half = _mm512_extracti64x4_epi64(_mm512_maskz_mov_epi16(valid, v), 1);
+            zeros += (uint64_t)_mm_popcnt_u32(
+                (uint32_t)(_mm512_testn_epi16_mask(v, key_mask) & valid));
+        }
+        signed_max = _mm512_max_epi16(signed_max, v);
+        unsigned_max = _mm512_max_epu16(unsigned_max, v);
+
+        /* Even elements are the low halves of 32-bit lanes, odd ones the high halves. */
+        e0 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(low_half, 16)));
+        o0 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_and_si256(low_half, high)));
+        e1 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_slli_epi32(high_half, 16)));
+        o1 = _mm512_cvtps_pd(_mm256_castsi256_ps(_mm256_and_si256(high_half, high)));
+        /* x*x is exact in double, so fma(x, x, acc) rounds as acc + x*x does. */
+        sum_even = _mm512_add_pd(_mm512_add_pd(sum_even, e0), e1);
+        sum_odd = _mm512_fmadd_pd(o1, one, _mm512_fmadd_pd(o0, one, sum_odd));
+        sq_even = _mm512_fmadd_pd(e1, e1, _mm512_fmadd_pd(e0, e0, sq_even));
+        sq_odd = _mm512_fmadd_pd(o1, o1, _mm512_fmadd_pd(o0, o0, sq_odd));
+    }
+
+    _mm512_storeu_si512((void *)smax, signed_max);
+    _mm512_storeu_si512((void *)umax, unsigned_max);
+    for (int j = 1; j < 32; j++) {
+        smax[0] = smax[j] > smax[0] ? smax[j] : smax[0];
+        umax[0] = umax[j] > umax[0] ? umax[j] : umax[0];
+    }
+    if (smax[0] < 0 || smax[0] > 0x7f7f || umax[0] < 0x8000u || umax[0] > 0xff7fu)
+        return 0;
+
+    memset(out, 0, sizeof(*out));
+    out->zeros = zeros;
+    out->max = bcpm_bf16_to_f32((uint16_t)smax[0]);
+    /* -0 as the largest "negative" means there is no negative value: the minimum is +0. */
+    out->min = bcpm_bf16_to_f32(umax[0] == 0x8000u ? 0 : umax[0]);
+    _mm512_storeu_pd(e, sum_even);
+    _mm512_storeu_pd(o, sum_odd);
+    interleave_lanes(e, o, sum);
+    _mm512_storeu_pd(e, sq_even);
+    _mm512_storeu_pd(o, sq_odd);
+    interleave_lanes(e, o, squares);
+    bcpm_quant_stats_finish(x, n, n, out, sum, squares);
+    return 1;
+}
+
+/*
+ * Statistics 32 elements at a time. stats512_fast handles nearly every run.
+ * This careful pass takes the runs it hands back: it leaves NaN and Inf out
+ * block by block and keeps all four integer extremes of the bit patterns
+ * (-0 made +0), so that runs of one sign get their minimum and maximum too.
+ */
 AVX512 static void avx512_stats_bf16(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
 {
-    __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
-    __m512d sq_lo = _mm512_setzero_pd(), sq_hi = _mm512_setzero_pd();
-    __m512 vmin = _mm512_set1_ps(INFINITY), vmax = _mm512_set1_ps(-INFINITY);
-    const __m512i mask = _mm512_set1_epi32(0x7fff), exponent = _mm512_set1_epi32(0x7f80);
-    const __m512i mantissa = _mm512_set1_epi32(0x7f);
-    double sum[BCPM_SUM_LANES], squares[BCPM_SUM_LANES];
-    uint64_t nan = 0, inf = 0, zeros = 0;
+    struct stats512 s = {
+        .sum_even = _mm512_setzero_pd(), .sum_odd = _mm512_setzero_pd(),
+        .sq_even = _mm512_setzero_pd(), .sq_odd = _mm512_setzero_pd(),
+        .signed_max = _mm512_set1_epi16(INT16_MIN), .unsigned_min = _mm512_set1_epi16(-1),
+        .unsigned_max = _mm512_setzero_si512(), .signed_min = _mm512_set1_epi16(INT16_MAX),
+    };
+    const __m512i key_mask = _mm512_set1_epi16(0x7fff);
+    const __m512i largest_finite = _mm512_set1_epi16(0x7f7f);
+    double e[8], o[8], sum[BCPM_SUM_LANES], squares[BCPM_SUM_LANES];
+    uint64_t counts[3] = {0, 0, 0}, zeros = 0;
+    __m512i sums, extremes;
+    int16_t smax[32], smin[32];
+    uint16_t umin[32], umax[32];
     size_t i = 0;
 
-    for (; i + 16 <= n; i += 16) {
-        __m512i raw = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(x + i)));
-        __m512i key = _mm512_and_si512(raw, mask);
-        __mmask16 nonfinite = _mm512_cmpeq_epi32_mask(_mm512_and_si512(key, exponent), exponent);
-        __mmask16 is_nan = nonfinite & _mm512_test_epi32_mask(key, mantissa);
-        __mmask16 is_zero = _mm512_cmpeq_epi32_mask(key, _mm512_setzero_si512());
-        /* Finite values with -0 made +0; NaN and Inf lanes become +0 for the sums. */
-        __mmask16 keep = (__mmask16)(~nonfinite & ~is_zero);
-        __m512 v = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(keep, raw, 16));
-        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-        __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    if (stats512_fast(x, n, out))
+        return;
+    for (; i + 32 <= n; i += 32) {
+        __m512i v = _mm512_loadu_si512((const void *)(x + i));
+        __mmask32 nonzero = _mm512_test_epi16_mask(v, key_mask);
 
-        vmin = _mm512_mask_min_ps(vmin, (__mmask16)~nonfinite, vmin, v);
-        vmax = _mm512_mask_max_ps(vmax, (__mmask16)~nonfinite, vmax, v);
-        sum_lo = _mm512_add_pd(sum_lo, lo);
-        sum_hi = _mm512_add_pd(sum_hi, hi);
-        sq_lo = _mm512_add_pd(sq_lo, _mm512_mul_pd(lo, lo));
-        sq_hi = _mm512_add_pd(sq_hi, _mm512_mul_pd(hi, hi));
-        nan += (uint64_t)_mm_popcnt_u32(is_nan);
-        inf += (uint64_t)_mm_popcnt_u32((unsigned)(nonfinite & ~is_nan));
-        zeros += (uint64_t)_mm_popcnt_u32(is_zero);
+        if (__builtin_expect(
+                _mm512_cmpgt_epu16_mask(_mm512_and_si512(v, key_mask), largest_finite) != 0, 0)) {
+            if (stats512_partial(x + i, v, 0xffffffffu, counts, &sums, &extremes))
+                stats512_add(&s, sums, extremes);
+        } else {
+            __m512i kept = _mm512_maskz_mov_epi16(nonzero, v);
+            zeros += (uint64_t)_mm_popcnt_u32((uint32_t)~nonzero);
+            stats512_add(&s, kept, kept);
+        }
     }
+    if (i < n && stats512_partial(x + i, _mm512_maskz_loadu_epi16(tail_mask32(n - i), x + i),
+                                  tail_mask32(n - i), counts, &sums, &extremes))
+        stats512_add(&s, sums, extremes);
+
     memset(out, 0, sizeof(*out));
-    out->nan = nan;
-    out->inf = inf;
-    out->zeros = zeros;
-    out->min = _mm512_reduce_min_ps(vmin);
-    out->max = _mm512_reduce_max_ps(vmax);
-    _mm512_storeu_pd(sum, sum_lo);
-    _mm512_storeu_pd(sum + 8, sum_hi);
-    _mm512_storeu_pd(squares, sq_lo);
-    _mm512_storeu_pd(squares + 8, sq_hi);
-    bcpm_quant_stats_finish(x, i, n, out, sum, squares);
+    out->nan = counts[0];
+    out->inf = counts[1];
+    out->zeros = counts[2] + zeros;
+    out->min = INFINITY;
+    out->max = -INFINITY;
+    if (out->nan + out->inf < n) {
+        _mm512_storeu_si512((void *)smax, s.signed_max);
+        _mm512_storeu_si512((void *)umin, s.unsigned_min);
+        _mm512_storeu_si512((void *)umax, s.unsigned_max);
+        _mm512_storeu_si512((void *)smin, s.signed_min);
+        for (int j = 1; j < 32; j++) {
+            smax[0] = smax[j] > smax[0] ? smax[j] : smax[0];
+            umin[0] = umin[j] < umin[0] ? umin[j] : umin[0];
+            umax[0] = umax[j] > umax[0] ? umax[j] : umax[0];
+            smin[0] = smin[j] < smin[0] ? smin[j] : smin[0];
+        }
+        out->max = bcpm_bf16_to_f32(smax[0] >= 0 ? (uint16_t)smax[0] : umin[0]);
+        out->min = bcpm_bf16_to_f32(umax[0] >= 0x8000u ? umax[0] : (uint16_t)smin[0]);
+    }
+    _mm512_storeu_pd(e, s.sum_even);
+    _mm512_storeu_pd(o, s.sum_odd);
+    interleave_lanes(e, o, sum);
+    _mm512_storeu_pd(e, s.sq_even);
+    _mm512_storeu_pd(o, s.sq_odd);
+    interleave_lanes(e, o, squares);
+    bcpm_quant_stats_finish(x, n, n, out, sum, squares);
 }
 
 AVX512 static void avx512_bf16_to_f32(const uint16_t *x, size_t n, float *out)
@@ -665,59 +929,127 @@ AVX512 static void avx512_codes_threshold2_bf16(const uint16_t *x, size_t n, flo
     bcpm_quant_kernels_scalar.codes_threshold2_bf16(x + i, n - i, t0, t1, out0 + i, out1 + i);
 }
 
-/* BF16 codes by integer ranges (bcpm_bf16_code_range), 32 elements at a time. */
+/*
+ * Count the codes and list the exceptions of one block of 32 elements exactly
+ * (only the lanes set in `valid`). Serves the blocks with an exception and the tail.
+ * `good` marks the elements known to be no exception.
+ */
+AVX512 static size_t ref512_block(__m512i y, __mmask32 good, __mmask32 valid, uint16_t magnitude,
+                                  int magnitude_ok, size_t base, uint64_t c[4],
+                                  uint32_t *exceptions, size_t found)
+{
+    uint32_t zeros = (uint32_t)(_mm512_testn_epi16_mask(y, _mm512_set1_epi16(0x7fff)) & valid);
+    uint32_t plus = 0, minus = 0;
+
+    if (magnitude_ok) {
+        plus = (uint32_t)(_mm512_cmpeq_epi16_mask(y, _mm512_set1_epi16((short)magnitude)) &
+                          valid);
+        minus = (uint32_t)(_mm512_cmpeq_epi16_mask(
+                               y, _mm512_set1_epi16((short)(magnitude | 0x8000u))) & valid);
+    }
+    c[0] += (uint64_t)_mm_popcnt_u32(minus);
+    c[1] += (uint64_t)_mm_popcnt_u32(zeros);
+    c[2] += (uint64_t)_mm_popcnt_u32(plus);
+    c[3] += (uint64_t)_mm_popcnt_u32((uint32_t)valid & ~(zeros | plus | minus));
+    return append_exceptions((uint32_t)(valid & ~good), base, exceptions, found);
+}
+
+/* Sum of the 32 16-bit counters of v. */
+AVX512 static uint64_t sum_u16_lanes(__m512i v)
+{
+    return (uint64_t)(uint32_t)_mm512_reduce_add_epi32(
+        _mm512_madd_epi16(v, _mm512_set1_epi16(1)));
+}
+
+/*
+ * Let F_lo <= F_hi be the two `first` of bcpm_bf16_code_range and k the
+ * latent value with its sign cleared. For k in [F_hi, 0x7f80] both codes by
+ * threshold are the sign of x. For k in [F_lo, F_hi) they differ, so the
+ * element is an exception whatever is stored. Otherwise (k below F_lo, or
+ * NaN) both are 0. An element is therefore no exception exactly when
+ *   k is in [F_hi, 0x7f80] and y == magnitude with the sign of x, or
+ *   k is outside [F_lo, 0x7f80] and y is +-0.
+ * With a magnitude of 0 or with the sign bit set, no stored value has code
+ * +-1: the first range is then made empty, which turns those elements into
+ * exceptions. A block of 32 where every element passes (nearly all of them
+ * on a correct export) holds only +-magnitude and +-0, so its codes are
+ * counted with 16-bit lane counters, flushed before they can overflow.
+ */
 AVX512 static size_t avx512_reference_bf16(const uint16_t *x, const uint16_t *y, size_t n,
                                            float t0, float t1, uint16_t magnitude,
                                            uint64_t counts[4], uint32_t *exceptions)
 {
-    uint16_t first[2], width[2];
-    __m512i plus_first[2], minus_first[2], widths[2];
-    const __m512i mask = _mm512_set1_epi16(0x7fff);
-    const __m512i mag = _mm512_set1_epi16((short)magnitude);
-    const __m512i neg_mag = _mm512_set1_epi16((short)(magnitude | 0x8000u));
-    const __m512i zero = _mm512_setzero_si512();
-    uint64_t c[4] = {0, 0, 0, 0};
+    /* Blocks per flush: a lane counter grows by at most 1 per block. */
+    enum { FLUSH_BLOCKS = 32768 };
+    uint16_t first[2], width[2], f_lo, f_hi;
+    const int magnitude_ok = magnitude != 0 && magnitude < 0x8000u;
+    const __m512i key_mask = _mm512_set1_epi16(0x7fff), sign = _mm512_set1_epi16((short)0x8000);
+    const __m512i mag = _mm512_set1_epi16((short)magnitude), minus_one = _mm512_set1_epi16(-1);
+    __m512i lo_first, lo_width, hi_first, hi_width;
+    uint64_t c[4] = {0, 0, 0, 0}, good_blocks = 0, zeros = 0, minuses = 0;
     size_t i = 0, found = 0;
 
     if (!bcpm_bf16_code_range(t0, &first[0], &width[0]) ||
         !bcpm_bf16_code_range(t1, &first[1], &width[1]))
         return reference_tail(x, y, 0, n, t0, t1, magnitude, counts, exceptions, 0);
-    for (int k = 0; k < 2; k++) {
-        plus_first[k] = _mm512_set1_epi16((short)first[k]);
-        minus_first[k] = _mm512_set1_epi16((short)(first[k] | 0x8000u));
-        widths[k] = _mm512_set1_epi16((short)width[k]);
-    }
+    f_lo = first[0] < first[1] ? first[0] : first[1];
+    f_hi = first[0] < first[1] ? first[1] : first[0];
+    lo_first = _mm512_set1_epi16((short)f_lo);
+    lo_width = _mm512_set1_epi16((short)(0x7f81u - f_lo));
+    hi_first = _mm512_set1_epi16((short)f_hi);
+    hi_width = _mm512_set1_epi16(magnitude_ok ? (short)(0x7f81u - f_hi) : 0);
 
-    for (; i + 32 <= n; i += 32) {
-        __m512i w = _mm512_loadu_si512((const void *)(x + i));
-        __m512i v = _mm512_loadu_si512((const void *)(y + i));
-        uint32_t is_zero = (uint32_t)_mm512_cmpeq_epi16_mask(_mm512_and_si512(v, mask), zero);
-        /* With magnitude 0 (a group of zeros) a zero is a zero, not +-magnitude. */
-        uint32_t plus = (uint32_t)_mm512_cmpeq_epi16_mask(v, mag) & ~is_zero;
-        uint32_t minus = (uint32_t)_mm512_cmpeq_epi16_mask(v, neg_mag) & ~is_zero;
-        uint32_t bad = ~(is_zero | plus | minus);
-        uint32_t zeros, pluses, minuses;
+    while (i + 32 <= n) {
+        size_t end = n - i < 32 * (size_t)FLUSH_BLOCKS ? n : i + 32 * (size_t)FLUSH_BLOCKS;
+        __m512i zero_count = _mm512_setzero_si512(), minus_count = _mm512_setzero_si512();
+        uint64_t blocks = 0;
 
-        for (int k = 0; k < 2; k++) {
-            uint32_t gt = (uint32_t)_mm512_cmplt_epu16_mask(_mm512_sub_epi16(w, plus_first[k]),
-                                                            widths[k]);
-            uint32_t lt = (uint32_t)_mm512_cmplt_epu16_mask(_mm512_sub_epi16(w, minus_first[k]),
-                                                            widths[k]);
-            bad |= (gt ^ plus) | (lt ^ minus);
+        for (; i + 32 <= end; i += 32) {
+            __m512i w = _mm512_loadu_si512((const void *)(x + i));
+            __m512i v = _mm512_loadu_si512((const void *)(y + i));
+            __m512i key = _mm512_and_si512(w, key_mask);
+            __mmask32 both = _mm512_cmplt_epu16_mask(_mm512_sub_epi16(key, hi_first), hi_width);
+            __mmask32 either = _mm512_cmplt_epu16_mask(_mm512_sub_epi16(key, lo_first),
+                                                       lo_width);
+            /* y with its sign flipped where x is negative: magnitude when it matches. */
+            __m512i relative = _mm512_ternarylogic_epi32(v, w, sign, 0x78);
+            __mmask32 stored_zero = _mm512_testn_epi16_mask(v, key_mask);
+            __mmask32 good = _mm512_mask_cmpeq_epi16_mask(both, relative, mag) |
+                             (stored_zero & ~either);
+
+            if (__builtin_expect((uint32_t)good != 0xffffffffu, 0)) {
+                found = ref512_block(v, good, 0xffffffffu, magnitude, magnitude_ok, i, c,
+                                     exceptions, found);
+                continue;
+            }
+            blocks++;
+            zero_count = _mm512_mask_sub_epi16(zero_count, stored_zero, zero_count, minus_one);
+            minus_count = _mm512_mask_sub_epi16(minus_count, (__mmask32)~stored_zero,
+                                                minus_count, _mm512_srai_epi16(v, 15));
         }
+        good_blocks += blocks;
+        zeros += sum_u16_lanes(zero_count);
+        minuses += sum_u16_lanes(minus_count);
+    }
+    c[0] += minuses;
+    c[1] += zeros;
+    c[2] += 32 * good_blocks - zeros - minuses;
+    if (i < n) {
+        __mmask32 valid = tail_mask32(n - i);
+        __m512i w = _mm512_maskz_loadu_epi16(valid, x + i);
+        __m512i v = _mm512_maskz_loadu_epi16(valid, y + i);
+        __m512i key = _mm512_and_si512(w, key_mask);
+        __mmask32 both = _mm512_cmplt_epu16_mask(_mm512_sub_epi16(key, hi_first), hi_width);
+        __mmask32 either = _mm512_cmplt_epu16_mask(_mm512_sub_epi16(key, lo_first), lo_width);
+        __m512i relative = _mm512_ternarylogic_epi32(v, w, sign, 0x78);
+        __mmask32 good = _mm512_mask_cmpeq_epi16_mask(both, relative, mag) |
+                         (_mm512_testn_epi16_mask(v, key_mask) & ~either);
 
-        zeros = (uint32_t)_mm_popcnt_u32(is_zero);
-        pluses = (uint32_t)_mm_popcnt_u32(plus);
-        minuses = (uint32_t)_mm_popcnt_u32(minus);
-        c[0] += minuses;
-        c[1] += zeros;
-        c[2] += pluses;
-        c[3] += 32 - zeros - pluses - minuses;
-        found = append_exceptions(bad, i, exceptions, found);
+        found = ref512_block(v, good, valid, magnitude, magnitude_ok, i, c, exceptions, found);
     }
     for (int k = 0; k < 4; k++)
         counts[k] += c[k];
-    return reference_tail(x, y, i, n, t0, t1, magnitude, counts, exceptions, found);
+    return found;
 }
 
 static const struct bcpm_quant_kernels avx512_table = {
@@ -748,7 +1080,8 @@ const struct bcpm_quant_kernels *bcpm_quant_kernels_avx512(void)
 {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("fma"))
         return &avx512_table;
     return NULL;
 }

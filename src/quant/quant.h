@@ -120,12 +120,50 @@ int bcpm_ternary_scan_in(const struct bcpm_catalog *catalog, const struct bcpm_t
 
 void bcpm_ternary_scan_free(struct bcpm_ternary_scan *scan);
 
+/*
+ * The scan group by group, for a pass that reads the rows for its own
+ * purpose (the reference comparison): bcpm_ternary_scan_prepare checks the
+ * dtype and group size and fills the shape fields of out (groups left NULL),
+ * bcpm_ternary_scan_group scans the n elements of one group starting at
+ * column column0 of its row, and bcpm_ternary_scan_totals fills the totals
+ * of out from its groups once every group is done. The result equals
+ * bcpm_ternary_scan_ex's.
+ */
+int bcpm_ternary_scan_prepare(const struct bcpm_tensor *tensor, int64_t group_size,
+                              struct bcpm_ternary_scan *out, struct bcpm_error *err);
+void bcpm_ternary_scan_group(enum bcpm_dtype dtype, const uint8_t *x, uint64_t n,
+                             uint64_t column0, struct bcpm_ternary_group *g);
+void bcpm_ternary_scan_totals(const struct bcpm_tensor *tensor, struct bcpm_ternary_scan *scan);
+
+/*
+ * The group record of a BF16 group already known to hold only zeros and the
+ * magnitude (bits, sign cleared), with negatives elements of -magnitude and
+ * zeros zeros, as
+ * bcpm_ternary_scan_group would fill it; magnitude 0 means all zeros.
+ */
+void bcpm_ternary_group_bf16(const uint16_t *x, uint64_t n, uint64_t column0, uint16_t magnitude,
+                             uint64_t negatives, uint64_t zeros, struct bcpm_ternary_group *g);
+
 /* Count, NaN, Inf, zeros, min, max, sum and sum of squares of any tensor. */
 int bcpm_value_stats(const struct bcpm_tensor *tensor, struct bcpm_value_stats *out,
                      struct bcpm_error *err);
 
 int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quant_options *options,
                         struct bcpm_value_stats *out, struct bcpm_error *err);
+
+/*
+ * The same statistics block by block, for a pass that reads the tensor for
+ * its own purpose and wants the statistics on the way: blocks of
+ * bcpm_value_stats_block_elements() consecutive elements (the last may be
+ * shorter), each summed alone, then merged in block order. The result equals
+ * bcpm_value_stats bit for bit.
+ */
+uint64_t bcpm_value_stats_block_elements(void);
+uint64_t bcpm_value_stats_block_count(const struct bcpm_tensor *tensor);
+void bcpm_value_stats_block(const struct bcpm_tensor *tensor, uint64_t k,
+                            struct bcpm_value_stats *out);
+void bcpm_value_stats_merge(struct bcpm_value_stats *out, const struct bcpm_value_stats *blocks,
+                            uint64_t nblocks);
 
 /* bcpm_value_stats on a tensor of catalog, dropping its pages once read. */
 int bcpm_value_stats_in(const struct bcpm_catalog *catalog, const struct bcpm_tensor *tensor,

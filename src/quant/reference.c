@@ -11,6 +11,10 @@
  * three codes are not all equal, and everything else works on that list.
  * For BF16 pairs one fused kernel (reference_bf16 in simd.h) makes the list
  * straight from both rows; other dtypes materialise the codes first.
+ *
+ * The rule engine's ternary scan of the pseudo-quantized tensor can come
+ * from the same pass (bcpm_reference_compare_scan), so that a checkpoint
+ * checked against its reference is read once.
  */
 #include "quant/reference.h"
 
@@ -19,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant/quant.h"
 #include "quant/rows.h"
 
 
@@ -223,6 +228,8 @@ struct compare_job {
     enum bcpm_dtype half;
     struct bcpm_reference_result *partial; /* one per worker */
     int *failed;                           /* one per worker */
+    struct bcpm_ternary_group *scan;       /* the pseudo side's scan, row-major; NULL if unwanted */
+    struct row_buffers *buffers;           /* one per worker, made on its first call */
 };
 
 /*
@@ -614,6 +621,28 @@ static void list_exceptions(struct row_buffers *b, const int8_t *const code[2],
     ex->count = count;
 }
 
+/*
+ * The ternary scan record of a stored group, when the caller asked for the
+ * scan. A BF16 group whose stored codes hold no "other" value holds only
+ * zeros and +-magnitude, so the counts of the comparison make its record.
+ */
+static void scan_group(const struct compare_job *job, uint64_t row, uint64_t g0,
+                       const uint8_t *pseudo_row, const uint64_t *counts, uint32_t magnitude)
+{
+    size_t psize = bcpm_dtype_size(job->pseudo->dtype);
+    struct bcpm_ternary_group *g;
+
+    if (!job->scan)
+        return;
+    g = &job->scan[row * (job->columns / job->group) + g0 / job->group];
+    if (counts && counts[3] == 0 && job->pseudo->dtype == BCPM_DTYPE_BF16) {
+        bcpm_ternary_group_bf16((const uint16_t *)(const void *)(pseudo_row + g0 * psize),
+                                job->group, g0, (uint16_t)magnitude, counts[0], counts[1], g);
+        return;
+    }
+    bcpm_ternary_scan_group(job->pseudo->dtype, pseudo_row + g0 * psize, job->group, g0, g);
+}
+
 static void compare_group(const struct compare_job *job, struct row_buffers *b, uint64_t row,
                           uint64_t g0, const uint8_t *latent_row, const uint8_t *pseudo_row,
                           struct bcpm_reference_result *res)
@@ -652,6 +681,7 @@ static void compare_group(const struct compare_job *job, struct row_buffers *b, 
                 res->first_nonfinite_row = (int64_t)row;
                 res->first_nonfinite_column = (int64_t)g0 + c;
             }
+            scan_group(job, row, g0, pseudo_row, NULL, 0);
             return;
         }
     }
@@ -673,10 +703,12 @@ static void compare_group(const struct compare_job *job, struct row_buffers *b, 
     if (lg.bf16 && job->pseudo->dtype == BCPM_DTYPE_BF16 && !overflow[F32] && !overflow[HALF] &&
         !job->options->full_codes) {
         stored_key = bf16_exceptions(job, b, &lg, pseudo_row + g0 * psize, t, counts, &ex);
+        scan_group(job, row, g0, pseudo_row, counts, stored_key);
     } else {
         latent_codes(job, &lg, t, code[F32], code[HALF]);
         stored_key = stored_codes(job->pseudo->dtype, pseudo_row + g0 * psize, n, stored, counts);
         list_exceptions(b, (const int8_t *const[2]){code[F32], code[HALF]}, stored, n, &ex);
+        scan_group(job, row, g0, pseudo_row, NULL, 0);
     }
     for (size_t k = 0; k < ex.count; k++)
         res->policy_disagreements += ex.code[F32][k] != ex.code[HALF][k];
@@ -708,29 +740,35 @@ static void init_result(struct bcpm_reference_result *r)
     }
 }
 
+/*
+ * Compare rows [begin, end). In an ordered run a worker is called many
+ * times, on increasing ranges. Its buffers are made on the first call, and
+ * its partial result grows with each call.
+ */
 static void compare_rows(void *context, int worker, uint64_t begin, uint64_t end)
 {
     struct compare_job *job = context;
     struct bcpm_reference_result *res = &job->partial[worker];
+    struct row_buffers *b = &job->buffers[worker];
     uint64_t stride = bcpm_quant_release_stride(job->columns *
                                                 bcpm_dtype_size(job->latent->dtype));
     uint64_t released = begin;
-    struct row_buffers b;
 
-    init_result(res);
-    if (alloc_buffers(job, &b) != 0) {
+    if (job->failed[worker])
+        return;
+    if (!b->w32 && alloc_buffers(job, b) != 0) {
         job->failed[worker] = 1;
         return;
     }
     for (uint64_t r = begin; r < end; r++) {
-        const uint8_t *lrow = bcpm_quant_row(job->latent, r, job->columns, b.scratch_latent);
-        const uint8_t *prow = bcpm_quant_row(job->pseudo, r, job->columns, b.scratch_pseudo);
+        const uint8_t *lrow = bcpm_quant_row(job->latent, r, job->columns, b->scratch_latent);
+        const uint8_t *prow = bcpm_quant_row(job->pseudo, r, job->columns, b->scratch_pseudo);
 
         /* BF16 rows are read in place; the kernels widen them in registers. */
         if (job->latent->dtype != BCPM_DTYPE_BF16)
-            bcpm_fakequant_widen(job->latent->dtype, lrow, job->columns, b.w32, b.w_half);
+            bcpm_fakequant_widen(job->latent->dtype, lrow, job->columns, b->w32, b->w_half);
         for (uint64_t g0 = 0; g0 < job->columns; g0 += job->group)
-            compare_group(job, &b, r, g0, lrow, prow, res);
+            compare_group(job, b, r, g0, lrow, prow, res);
 
         if (r + 1 - released >= stride) {
             bcpm_quant_release_rows(job->release_latent, job->latent, job->columns, released,
@@ -742,10 +780,52 @@ static void compare_rows(void *context, int worker, uint64_t begin, uint64_t end
     }
     bcpm_quant_release_rows(job->release_latent, job->latent, job->columns, released, end);
     bcpm_quant_release_rows(job->release_pseudo, job->pseudo, job->columns, released, end);
-    free_buffers(&b);
+}
+
+/*
+ * Run compare_rows over every row: in row chunks whose pseudo-quantized bytes
+ * go to digest in file order when one is given and the rows lie in the
+ * mapped file, else in one range per thread.
+ */
+static void run_rows(struct compare_job *job, const struct bcpm_quant_digest *digest,
+                     uint64_t rows, int threads)
+{
+    const struct bcpm_tensor *p = job->pseudo, *l = job->latent;
+    uint64_t row_bytes = job->columns * bcpm_dtype_size(p->dtype);
+    struct bcpm_quant_order order;
+
+    if (!digest || !job->release_pseudo || !p->contiguous ||
+        p->data != job->release_pseudo->data + p->byte_offset) {
+        bcpm_quant_parallel(threads, rows, compare_rows, job);
+        return;
+    }
+    order = (struct bcpm_quant_order){
+        .digest = digest, .map = job->release_pseudo, .file = p->file,
+        .base = p->byte_offset, .bytes = rows * row_bytes, .item_bytes = row_bytes,
+        .chunk = bcpm_quant_order_chunk(row_bytes),
+    };
+    if (job->release_latent && l->contiguous) {
+        order.also_map = job->release_latent;
+        order.also_base = l->byte_offset;
+        order.also_item_bytes = job->columns * bcpm_dtype_size(l->dtype);
+        job->release_latent = NULL;
+    }
+    /* The ordered run drops the pages once hashed; the rows must not do it first. */
+    job->release_pseudo = NULL;
+    bcpm_quant_parallel_ordered(threads, rows, &order, compare_rows, job);
 }
 
 /* ---- merging and the entry point ---- */
+
+/*
+ * Whether position (row, column) comes before (into_row, into_column), where
+ * into_row -1 means none yet. Workers of an ordered run take interleaved
+ * chunks, so the first of all is the earliest, not the first worker's.
+ */
+static int earlier(int64_t row, int64_t column, int64_t into_row, int64_t into_column)
+{
+    return into_row < 0 || row < into_row || (row == into_row && column < into_column);
+}
 
 static void merge_policy(struct bcpm_reference_policy *into, const struct bcpm_reference_policy *p)
 {
@@ -764,13 +844,17 @@ static void merge_policy(struct bcpm_reference_policy *into, const struct bcpm_r
     into->scale_boundary += p->scale_boundary;
     into->scale_errors += p->scale_errors;
     into->twice_groups += p->twice_groups;
-    if (into->first_mismatch_row < 0 && p->first_mismatch_row >= 0) {
+    if (p->first_mismatch_row >= 0 &&
+        earlier(p->first_mismatch_row, p->first_mismatch_column, into->first_mismatch_row,
+                into->first_mismatch_column)) {
         into->first_mismatch_row = p->first_mismatch_row;
         into->first_mismatch_column = p->first_mismatch_column;
         into->first_mismatch_latent = p->first_mismatch_latent;
         into->first_mismatch_stored = p->first_mismatch_stored;
     }
-    if (into->first_scale_row < 0 && p->first_scale_row >= 0) {
+    if (p->first_scale_row >= 0 &&
+        earlier(p->first_scale_row, p->first_scale_group, into->first_scale_row,
+                into->first_scale_group)) {
         into->first_scale_row = p->first_scale_row;
         into->first_scale_group = p->first_scale_group;
         into->first_scale_ulps = p->first_scale_ulps;
@@ -784,7 +868,9 @@ static void merge_result(struct bcpm_reference_result *into,
 {
     into->policy_disagreements += part->policy_disagreements;
     into->nonfinite_groups += part->nonfinite_groups;
-    if (into->first_nonfinite_row < 0 && part->first_nonfinite_row >= 0) {
+    if (part->first_nonfinite_row >= 0 &&
+        earlier(part->first_nonfinite_row, part->first_nonfinite_column,
+                into->first_nonfinite_row, into->first_nonfinite_column)) {
         into->first_nonfinite_row = part->first_nonfinite_row;
         into->first_nonfinite_column = part->first_nonfinite_column;
     }
@@ -839,11 +925,75 @@ static int check_pair(const struct bcpm_tensor *pseudo, const struct bcpm_tensor
     return 0;
 }
 
+static int compare_tensor(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,
+                          const struct bcpm_reference_options *options,
+                          const struct bcpm_map *release_pseudo,
+                          const struct bcpm_map *release_latent,
+                          const struct bcpm_quant_digest *digest,
+                          struct bcpm_ternary_group *scan_groups,
+                          struct bcpm_reference_result *out, struct bcpm_error *err);
+
 int bcpm_reference_compare(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,
                            const struct bcpm_reference_options *options,
                            const struct bcpm_map *release_pseudo,
                            const struct bcpm_map *release_latent,
                            struct bcpm_reference_result *out, struct bcpm_error *err)
+{
+    return bcpm_reference_compare_scan(pseudo, latent, options, release_pseudo, release_latent,
+                                       NULL, NULL, out, err);
+}
+
+/* Shape fields and group records of the pseudo side's scan; groups left zeroed. */
+static int prepare_scan(const struct bcpm_tensor *pseudo, int64_t group_size,
+                        struct bcpm_ternary_scan *scan, struct bcpm_error *err)
+{
+    uint64_t groups;
+    int rc = bcpm_ternary_scan_prepare(pseudo, group_size, scan, err);
+
+    if (rc != 0)
+        return rc;
+    groups = scan->rows * scan->groups_per_row;
+    if (groups == 0)
+        return 0;
+    scan->groups = calloc(groups, sizeof(*scan->groups));
+    if (!scan->groups)
+        return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name,
+                              "out of memory for %" PRIu64 " group results", groups);
+    return 0;
+}
+
+int bcpm_reference_compare_scan(const struct bcpm_tensor *pseudo,
+                                const struct bcpm_tensor *latent,
+                                const struct bcpm_reference_options *options,
+                                const struct bcpm_map *release_pseudo,
+                                const struct bcpm_map *release_latent,
+                                const struct bcpm_quant_digest *digest,
+                                struct bcpm_ternary_scan *scan,
+                                struct bcpm_reference_result *out, struct bcpm_error *err)
+{
+    int rc;
+
+    if (scan) {
+        rc = prepare_scan(pseudo, options->group_size, scan, err);
+        if (rc != 0)
+            return rc;
+    }
+    rc = compare_tensor(pseudo, latent, options, release_pseudo, release_latent, digest,
+                        scan ? scan->groups : NULL, out, err);
+    if (scan && rc == 0)
+        bcpm_ternary_scan_totals(pseudo, scan);
+    if (scan && rc != 0)
+        bcpm_ternary_scan_free(scan);
+    return rc;
+}
+
+static int compare_tensor(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,
+                          const struct bcpm_reference_options *options,
+                          const struct bcpm_map *release_pseudo,
+                          const struct bcpm_map *release_latent,
+                          const struct bcpm_quant_digest *digest,
+                          struct bcpm_ternary_group *scan_groups,
+                          struct bcpm_reference_result *out, struct bcpm_error *err)
 {
     struct compare_job job;
     int threads, rc;
@@ -885,15 +1035,20 @@ int bcpm_reference_compare(const struct bcpm_tensor *pseudo, const struct bcpm_t
     job.columns = out->columns;
     job.group = out->group_size;
     job.half = bcpm_fakequant_half_type(latent->dtype);
+    job.scan = scan_groups;
     job.partial = calloc((size_t)threads, sizeof(*job.partial));
     job.failed = calloc((size_t)threads, sizeof(*job.failed));
-    if (!job.partial || !job.failed) {
+    job.buffers = calloc((size_t)threads, sizeof(*job.buffers));
+    if (!job.partial || !job.failed || !job.buffers) {
         free(job.partial);
         free(job.failed);
+        free(job.buffers);
         bcpm_reference_result_free(out);
         return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name, "out of memory");
     }
-    bcpm_quant_parallel(threads, out->rows, compare_rows, &job);
+    for (int w = 0; w < threads; w++)
+        init_result(&job.partial[w]);
+    run_rows(&job, digest, out->rows, threads);
     if (!latent->contiguous)
         bcpm_quant_release_tensor(release_latent, latent);
     if (!pseudo->contiguous)
@@ -903,9 +1058,11 @@ int bcpm_reference_compare(const struct bcpm_tensor *pseudo, const struct bcpm_t
         if (job.failed[w])
             rc = bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name, "out of memory");
         merge_result(out, &job.partial[w]);
+        free_buffers(&job.buffers[w]);
     }
     free(job.partial);
     free(job.failed);
+    free(job.buffers);
     if (rc != 0) {
         bcpm_reference_result_free(out);
         return rc;

@@ -95,6 +95,26 @@ int bcpm_reference_compare(const struct bcpm_tensor *pseudo, const struct bcpm_t
                            const struct bcpm_map *release_latent,
                            struct bcpm_reference_result *out, struct bcpm_error *err);
 
+struct bcpm_quant_digest;
+struct bcpm_value_stats;
+
+/*
+ * bcpm_reference_compare that also scans the pseudo-quantized tensor for the
+ * rule engine while its rows are in the CPU cache: scan (may be NULL)
+ * receives what bcpm_ternary_scan_ex gives for options->group_size. On
+ * success free it with bcpm_ternary_scan_free. digest (may be NULL) receives
+ * the pseudo-quantized tensor's bytes in file order, with release_pseudo set.
+ */
+struct bcpm_ternary_scan;
+int bcpm_reference_compare_scan(const struct bcpm_tensor *pseudo,
+                                const struct bcpm_tensor *latent,
+                                const struct bcpm_reference_options *options,
+                                const struct bcpm_map *release_pseudo,
+                                const struct bcpm_map *release_latent,
+                                const struct bcpm_quant_digest *digest,
+                                struct bcpm_ternary_scan *scan,
+                                struct bcpm_reference_result *out, struct bcpm_error *err);
+
 void bcpm_reference_result_free(struct bcpm_reference_result *result);
 
 /*
@@ -127,5 +147,59 @@ int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
                                     struct bcpm_error *err);
 
 void bcpm_reference_results_free(struct bcpm_reference_result *results, size_t count);
+
+/*
+ * The check of a tensor the conversion must copy unchanged, with the value
+ * statistics of the pseudo-quantized side read in the same pass: index
+ * receives the first element whose bytes differ (-1 when none) and stats
+ * what bcpm_value_stats gives for pseudo. Both tensors must be contiguous,
+ * with the same dtype and shape. Pages are dropped from the maps (may be
+ * NULL) once compared; digest (may be NULL) receives pseudo's bytes in file
+ * order. Returns 0, or -1 when the tensors do not qualify or memory ran out.
+ */
+int bcpm_reference_compare_copy(const struct bcpm_tensor *pseudo,
+                                const struct bcpm_map *map_pseudo,
+                                const struct bcpm_tensor *latent,
+                                const struct bcpm_map *map_latent, int threads,
+                                const struct bcpm_quant_digest *digest,
+                                struct bcpm_value_stats *stats, int64_t *index);
+
+/*
+ * The same comparison driven tensor by tensor by a caller that walks the
+ * pseudo-quantized checkpoint anyway (the rule engine's value pass), so that
+ * each file is read once. Create a run, hand it tensors with
+ * bcpm_reference_run_tensor in any order, then bcpm_reference_run_finish
+ * compares every tensor not handed over and appends the findings in the
+ * order bcpm_reference_compare_catalogs gives them.
+ */
+struct bcpm_reference_run;
+
+int bcpm_reference_run_new(const struct bcpm_catalog *pseudo, const struct bcpm_catalog *latent,
+                           const struct bcpm_reference_options *options,
+                           struct bcpm_reference_run **out, struct bcpm_error *err);
+
+/*
+ * Compare tensor index of the pseudo-quantized catalog now. A ternary one
+ * (ternary 1) fills scan, as bcpm_reference_compare_scan does; any other
+ * fills stats with bcpm_value_stats of the pseudo-quantized tensor, read in
+ * the same pass as the byte comparison. digest (may be NULL) receives the
+ * pseudo-quantized tensor's bytes in file order, as the rule engine's value
+ * pass feeds them (struct bcpm_quant_options). Returns 1 when it compared the tensor
+ * and filled scan or stats, 0 when it left the tensor for
+ * bcpm_reference_run_finish (no latent twin, another shape, a strided view)
+ * and filled nothing, or a negative status.
+ */
+int bcpm_reference_run_tensor(struct bcpm_reference_run *run, size_t index, int ternary,
+                              const struct bcpm_quant_digest *digest,
+                              struct bcpm_ternary_scan *scan, struct bcpm_value_stats *stats,
+                              struct bcpm_error *err);
+
+/* Finish as bcpm_reference_compare_catalogs describes; ternary names the ternary tensors. */
+int bcpm_reference_run_finish(struct bcpm_reference_run *run, const char *const *ternary,
+                              size_t nternary, struct bcpm_findings *findings,
+                              struct bcpm_reference_result **results, size_t *nresults,
+                              struct bcpm_error *err);
+
+void bcpm_reference_run_free(struct bcpm_reference_run *run);
 
 #endif

@@ -256,16 +256,136 @@ static int64_t first_changed(const struct bcpm_tensor *a, const struct bcpm_map 
     return -1;
 }
 
+/* Whether a tensor the conversion must copy has the latent tensor's dtype and shape. */
+static int same_layout(const struct bcpm_tensor *p, const struct bcpm_tensor *l)
+{
+    return p->dtype == l->dtype && p->ndim == l->ndim &&
+           memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) == 0;
+}
+
+/*
+ * The byte comparison of two contiguous tensors with the value statistics of
+ * the first taken on the way: the steps are the statistics blocks, each
+ * summed right after it was compared, while it is in the CPU cache.
+ */
+struct copied_stats_job {
+    const struct bcpm_tensor *a, *b;
+    const struct bcpm_map *map_a, *map_b; /* NULL in an ordered run, which drops the pages */
+    struct bcpm_value_stats *blocks;
+    int64_t *first; /* per worker: the first differing element of its blocks, or -1 */
+};
+
+static void copied_stats_blocks(void *context, int worker, uint64_t begin, uint64_t end)
+{
+    struct copied_stats_job *job = context;
+    const struct bcpm_tensor *a = job->a, *b = job->b;
+    size_t size = bcpm_dtype_size(a->dtype);
+    uint64_t step = bcpm_value_stats_block_elements() * size;
+    uint64_t stride = bcpm_quant_release_stride(step) * step;
+    uint64_t released = begin * step;
+
+    for (uint64_t k = begin; k < end; k++) {
+        uint64_t off = k * step;
+        uint64_t len = a->nbytes - off < step ? a->nbytes - off : step;
+
+        /* Blocks come in increasing order per worker: its first difference is its earliest. */
+        if (job->first[worker] < 0 && memcmp(a->data + off, b->data + off, len) != 0) {
+            for (uint64_t i = off / size;; i++) {
+                if (memcmp(a->data + i * size, b->data + i * size, size) != 0) {
+                    job->first[worker] = (int64_t)i;
+                    break;
+                }
+            }
+        }
+        bcpm_value_stats_block(a, k, &job->blocks[k]);
+
+        if (off + len - released >= stride || k + 1 == end) {
+            bcpm_map_release(job->map_a, a->byte_offset + released, off + len - released);
+            bcpm_map_release(job->map_b, b->byte_offset + released, off + len - released);
+            released = off + len;
+        }
+    }
+}
+
+int bcpm_reference_compare_copy(const struct bcpm_tensor *a, const struct bcpm_map *map_a,
+                                const struct bcpm_tensor *b, const struct bcpm_map *map_b,
+                                int threads, const struct bcpm_quant_digest *digest,
+                                struct bcpm_value_stats *stats, int64_t *index)
+{
+    int64_t first[MAX_WORKERS];
+    uint64_t nblocks = bcpm_value_stats_block_count(a);
+    uint64_t step = bcpm_value_stats_block_elements() * bcpm_dtype_size(a->dtype);
+    struct copied_stats_job job = {a, b, map_a, map_b, NULL, first};
+    int workers;
+
+    *index = -1;
+    if (!same_layout(a, b) || !a->contiguous || !b->contiguous ||
+        (a->numel > 0 && (!a->data || !b->data)))
+        return -1;
+    job.blocks = calloc(nblocks ? nblocks : 1, sizeof(*job.blocks));
+    if (!job.blocks)
+        return -1;
+    workers = bcpm_quant_job_threads(threads, a->nbytes, nblocks);
+    if (workers > MAX_WORKERS)
+        workers = MAX_WORKERS;
+    for (int w = 0; w < workers; w++)
+        first[w] = -1;
+
+    if (digest && map_a && a->data == map_a->data + a->byte_offset) {
+        /* a's bytes go to the digest in file order; the ordered run drops the pages. */
+        struct bcpm_quant_order order = {
+            .digest = digest, .map = map_a, .file = a->file, .base = a->byte_offset,
+            .bytes = a->nbytes, .item_bytes = step, .chunk = bcpm_quant_order_chunk(step),
+            .also_map = map_b, .also_base = b->byte_offset, .also_item_bytes = step,
+        };
+        job.map_a = job.map_b = NULL;
+        bcpm_quant_parallel_ordered(workers, nblocks, &order, copied_stats_blocks, &job);
+    } else {
+        bcpm_quant_parallel(workers, nblocks, copied_stats_blocks, &job);
+    }
+    bcpm_value_stats_merge(stats, job.blocks, nblocks);
+    free(job.blocks);
+
+    /* The earliest difference of all workers (an ordered run interleaves their blocks). */
+    for (int w = 0; w < workers && (uint64_t)w < nblocks; w++) {
+        if (first[w] >= 0 && (*index < 0 || first[w] < *index))
+            *index = first[w];
+    }
+    return 0;
+}
+
+/* The reference.changed finding of a copied tensor whose element index differs. */
+static int add_changed_finding(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
+                               const struct bcpm_tensor *l, int64_t index,
+                               struct bcpm_findings *findings)
+{
+    uint64_t rows, columns;
+    struct bcpm_finding *f;
+
+    f = bcpm_findings_add(findings, "reference.changed", BCPM_SEVERITY_ERROR, file_of(pseudo, p),
+                          p->name,
+                          "the tensor is not ternary, so the conversion must copy it unchanged, "
+                          "but element %" PRId64 " differs from the latent side: %.9g against "
+                          "%.9g",
+                          index, bcpm_tensor_load_f64(p, (uint64_t)index),
+                          bcpm_tensor_load_f64(l, (uint64_t)index));
+    if (!f)
+        return -1;
+    bcpm_tensor_matrix_shape(p, &rows, &columns);
+    f->row = columns ? index / (int64_t)columns : -1;
+    f->column = columns ? index % (int64_t)columns : -1;
+    f->value = bcpm_tensor_load_f64(p, (uint64_t)index);
+    return 0;
+}
+
 /* A tensor that the conversion must copy unchanged: dtype, shape and bytes. */
 static int compare_copied(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
                           const struct bcpm_catalog *latent, const struct bcpm_tensor *l,
                           int threads, struct bcpm_findings *findings)
 {
-    struct bcpm_finding *f;
     int64_t index;
 
-    if (p->dtype != l->dtype || p->ndim != l->ndim ||
-        memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0)
+    if (!same_layout(p, l))
         return bcpm_findings_add(findings, "reference.changed", BCPM_SEVERITY_ERROR,
                                  file_of(pseudo, p), p->name,
                                  "the tensor is not ternary, so the conversion must copy it "
@@ -284,23 +404,7 @@ static int compare_copied(const struct bcpm_catalog *pseudo, const struct bcpm_t
     bcpm_map_release(bcpm_quant_tensor_map(latent, l), l->byte_offset, l->nbytes);
     if (index < 0)
         return 0;
-    f = bcpm_findings_add(findings, "reference.changed", BCPM_SEVERITY_ERROR, file_of(pseudo, p),
-                          p->name,
-                          "the tensor is not ternary, so the conversion must copy it unchanged, "
-                          "but element %" PRId64 " differs from the latent side: %.9g against "
-                          "%.9g",
-                          index, bcpm_tensor_load_f64(p, (uint64_t)index),
-                          bcpm_tensor_load_f64(l, (uint64_t)index));
-    if (!f)
-        return -1;
-    {
-        uint64_t rows, columns;
-        bcpm_tensor_matrix_shape(p, &rows, &columns);
-        f->row = columns ? index / (int64_t)columns : -1;
-        f->column = columns ? index % (int64_t)columns : -1;
-    }
-    f->value = bcpm_tensor_load_f64(p, (uint64_t)index);
-    return 0;
+    return add_changed_finding(pseudo, p, l, index, findings);
 }
 
 static int add_missing(struct bcpm_findings *findings, const struct bcpm_catalog *present,
@@ -323,14 +427,144 @@ void bcpm_reference_results_free(struct bcpm_reference_result *results, size_t c
     free(results);
 }
 
-int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
-                                    const struct bcpm_catalog *latent,
-                                    const char *const *ternary, size_t nternary,
-                                    const struct bcpm_reference_options *options,
-                                    struct bcpm_findings *findings,
-                                    struct bcpm_reference_result **results, size_t *nresults,
-                                    struct bcpm_error *err)
+/* ---- a run driven tensor by tensor ---- */
+
+enum tensor_state { PENDING, DONE_TERNARY, DONE_COPIED };
+
+struct tensor_done {
+    enum tensor_state state;
+    struct bcpm_reference_result result; /* DONE_TERNARY */
+    int64_t changed;                     /* DONE_COPIED: first differing element, or -1 */
+};
+
+struct bcpm_reference_run {
+    const struct bcpm_catalog *pseudo, *latent;
+    struct bcpm_reference_options options;
+    struct tensor_done *done; /* one per pseudo-quantized tensor */
+};
+
+int bcpm_reference_run_new(const struct bcpm_catalog *pseudo, const struct bcpm_catalog *latent,
+                           const struct bcpm_reference_options *options,
+                           struct bcpm_reference_run **out, struct bcpm_error *err)
 {
+    struct bcpm_reference_run *run = calloc(1, sizeof(*run));
+
+    *out = NULL;
+    if (run)
+        run->done = calloc(pseudo->ntensors ? pseudo->ntensors : 1, sizeof(*run->done));
+    if (!run || !run->done) {
+        free(run);
+        return bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
+    }
+    run->pseudo = pseudo;
+    run->latent = latent;
+    run->options = *options;
+    *out = run;
+    return 0;
+}
+
+void bcpm_reference_run_free(struct bcpm_reference_run *run)
+{
+    if (!run)
+        return;
+    for (size_t i = 0; i < run->pseudo->ntensors; i++)
+        bcpm_reference_result_free(&run->done[i].result);
+    free(run->done);
+    free(run);
+}
+
+int bcpm_reference_run_tensor(struct bcpm_reference_run *run, size_t index, int ternary,
+                              const struct bcpm_quant_digest *digest,
+                              struct bcpm_ternary_scan *scan, struct bcpm_value_stats *stats,
+                              struct bcpm_error *err)
+{
+    const struct bcpm_catalog *pseudo = run->pseudo, *latent = run->latent;
+    const struct bcpm_tensor *p, *l;
+    struct tensor_done *d;
+    int rc;
+
+    if (index >= pseudo->ntensors || run->done[index].state != PENDING)
+        return 0;
+    p = &pseudo->tensors[index];
+    l = bcpm_catalog_find(latent, p->name);
+    d = &run->done[index];
+    if (!l || p->ndim != l->ndim ||
+        memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0)
+        return 0;
+
+    if (ternary) {
+        rc = bcpm_reference_compare_scan(p, l, &run->options, bcpm_quant_tensor_map(pseudo, p),
+                                         bcpm_quant_tensor_map(latent, l), digest, scan,
+                                         &d->result, err);
+        if (rc != 0) {
+            bcpm_error_file(err, file_of(pseudo, p));
+            return rc;
+        }
+        d->state = DONE_TERNARY;
+        return 1;
+    }
+
+    /* The fused pass needs both tensors whole in memory; the rest goes the plain way. */
+    if (!same_layout(p, l) || !p->contiguous || !l->contiguous || p->numel == 0 || !p->data ||
+        !l->data)
+        return 0;
+    if (bcpm_reference_compare_copy(p, bcpm_quant_tensor_map(pseudo, p), l,
+                                    bcpm_quant_tensor_map(latent, l), run->options.threads,
+                                    digest, stats, &d->changed) != 0)
+        return bcpm_error_set(err, BCPM_ERR_NOMEM, file_of(pseudo, p), p->name, "out of memory");
+    d->state = DONE_COPIED;
+    return 1;
+}
+
+/* The comparison of one pseudo-quantized tensor at the end of a run: its findings, its result. */
+static int finish_tensor(struct bcpm_reference_run *run, size_t i, const char *const *ternary,
+                         size_t nternary, struct bcpm_findings *findings,
+                         struct bcpm_reference_result *list, size_t *count,
+                         struct bcpm_error *err)
+{
+    const struct bcpm_catalog *pseudo = run->pseudo, *latent = run->latent;
+    const struct bcpm_reference_options *options = &run->options;
+    const struct bcpm_tensor *p = &pseudo->tensors[i];
+    const struct bcpm_tensor *l = bcpm_catalog_find(latent, p->name);
+    struct tensor_done *d = &run->done[i];
+    int rc;
+
+    if (!l)
+        return add_missing(findings, pseudo, p, "pseudo-quantized", latent->path) != 0 ? -1 : 0;
+    if (d->state == DONE_COPIED)
+        return d->changed >= 0 ? add_changed_finding(pseudo, p, l, d->changed, findings) : 0;
+    if (d->state == PENDING && !in_list(p->name, ternary, nternary))
+        return compare_copied(pseudo, p, latent, l, options->threads, findings);
+    if (d->state == PENDING) {
+        if (p->ndim != l->ndim ||
+            memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0)
+            return add_shape_finding(pseudo, p, l, findings);
+        rc = bcpm_reference_compare(p, l, options, bcpm_quant_tensor_map(pseudo, p),
+                                    bcpm_quant_tensor_map(latent, l), &d->result, err);
+        if (rc != 0) {
+            bcpm_error_file(err, file_of(pseudo, p));
+            return rc;
+        }
+        d->state = DONE_TERNARY;
+    }
+
+    if (bcpm_reference_findings(&d->result, options, file_of(pseudo, p), file_of(latent, l),
+                                findings) != 0)
+        return -1;
+    /* The result moves to the caller's list, or is freed with the run. */
+    if (list && *count < nternary) {
+        list[(*count)++] = d->result;
+        memset(&d->result, 0, sizeof(d->result));
+    }
+    return 0;
+}
+
+int bcpm_reference_run_finish(struct bcpm_reference_run *run, const char *const *ternary,
+                              size_t nternary, struct bcpm_findings *findings,
+                              struct bcpm_reference_result **results, size_t *nresults,
+                              struct bcpm_error *err)
+{
+    const struct bcpm_catalog *pseudo = run->pseudo, *latent = run->latent;
     struct bcpm_reference_result *list = NULL;
     size_t count = 0;
     int rc = 0;
@@ -341,42 +575,11 @@ int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
             return bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
     }
 
-    /* Every tensor of the pseudo-quantized side, in file order. */
+    /* Every tensor of the pseudo-quantized side, in catalog order. */
     for (size_t i = 0; i < pseudo->ntensors && rc == 0; i++) {
-        const struct bcpm_tensor *p = &pseudo->tensors[i];
-        const struct bcpm_tensor *l = bcpm_catalog_find(latent, p->name);
-        struct bcpm_reference_result result;
-
-        if (!l) {
-            if (add_missing(findings, pseudo, p, "pseudo-quantized", latent->path) != 0)
-                rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
-            continue;
-        }
-        if (!in_list(p->name, ternary, nternary)) {
-            if (compare_copied(pseudo, p, latent, l, options->threads, findings) != 0)
-                rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
-            continue;
-        }
-
-        if (p->ndim != l->ndim ||
-            memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0) {
-            if (add_shape_finding(pseudo, p, l, findings) != 0)
-                rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
-            continue;
-        }
-        rc = bcpm_reference_compare(p, l, options, bcpm_quant_tensor_map(pseudo, p),
-                                    bcpm_quant_tensor_map(latent, l), &result, err);
-        if (rc != 0) {
-            bcpm_error_file(err, file_of(pseudo, p));
-            break;
-        }
-        if (bcpm_reference_findings(&result, options, file_of(pseudo, p), file_of(latent, l),
-                                    findings) != 0)
+        rc = finish_tensor(run, i, ternary, nternary, findings, list, &count, err);
+        if (rc == -1)
             rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
-        if (list && count < nternary)
-            list[count++] = result;
-        else
-            bcpm_reference_result_free(&result);
     }
 
     /* Tensors only the latent side has. */
@@ -396,4 +599,22 @@ int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
         *nresults = count;
     }
     return 0;
+}
+
+int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
+                                    const struct bcpm_catalog *latent,
+                                    const char *const *ternary, size_t nternary,
+                                    const struct bcpm_reference_options *options,
+                                    struct bcpm_findings *findings,
+                                    struct bcpm_reference_result **results, size_t *nresults,
+                                    struct bcpm_error *err)
+{
+    struct bcpm_reference_run *run;
+    int rc = bcpm_reference_run_new(pseudo, latent, options, &run, err);
+
+    if (rc != 0)
+        return rc;
+    rc = bcpm_reference_run_finish(run, ternary, nternary, findings, results, nresults, err);
+    bcpm_reference_run_free(run);
+    return rc;
 }

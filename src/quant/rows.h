@@ -35,6 +35,14 @@ struct bcpm_quant_order {
     uint32_t file;
     uint64_t base, bytes, item_bytes;
     uint64_t chunk;             /* items handed out at a time, at least 1 */
+    /*
+     * A second region read along with the first (the latent side of a
+     * comparison), item i at [also_base + i * also_item_bytes, ...): its
+     * pages are dropped with the first region's, never hashed. also_map
+     * NULL: none.
+     */
+    const struct bcpm_map *also_map;
+    uint64_t also_base, also_item_bytes;
 };
 
 /*

@@ -232,6 +232,46 @@ static int scan_group_bf16(const uint16_t *x, uint64_t n, uint64_t column0,
     return 0;
 }
 
+void bcpm_ternary_group_bf16(const uint16_t *x, uint64_t n, uint64_t column0, uint16_t magnitude,
+                             uint64_t negatives, uint64_t zeros, struct bcpm_ternary_group *g)
+{
+    uint64_t first = 0, last = n;
+
+    memset(g, 0, sizeof(*g));
+    g->first_bad_column = -1;
+    if (magnitude == 0) {
+        g->codes[1] = (uint32_t)n;
+        return;
+    }
+    while (first < n && (x[first] & 0x7fffu) == 0)
+        first++;
+    while (last > first && (x[last - 1] & 0x7fffu) == 0)
+        last--;
+    g->magnitudes = 1;
+    g->magnitude[0] = bcpm_bf16_to_f32(magnitude);
+    g->scale = g->magnitude[0];
+    g->first_column[0] = (uint32_t)(column0 + first);
+    g->last_column[0] = (uint32_t)(column0 + last - 1);
+    g->codes[0] = (uint32_t)negatives;
+    g->codes[1] = (uint32_t)zeros;
+    g->codes[2] = (uint32_t)(n - zeros - negatives);
+}
+
+void bcpm_ternary_scan_group(enum bcpm_dtype dtype, const uint8_t *x, uint64_t n,
+                             uint64_t column0, struct bcpm_ternary_group *g)
+{
+    struct dtype_bits bits;
+
+    if (dtype_bits_of(dtype, &bits) != 0) {
+        memset(g, 0, sizeof(*g));
+        g->first_bad_column = -1;
+        return;
+    }
+    if (dtype != BCPM_DTYPE_BF16 ||
+        scan_group_bf16((const uint16_t *)(const void *)x, n, column0, bcpm_quant_kernels(), g) != 0)
+        scan_group_general(x, n, column0, dtype, &bits, g);
+}
+
 /* ---- the scan over rows ---- */
 
 struct scan_totals {
@@ -376,6 +416,46 @@ static int prepare_scan(const struct bcpm_tensor *tensor, int64_t group_size,
                               out->columns);
     out->groups_per_row = out->group_size ? out->columns / out->group_size : 0;
     return 0;
+}
+
+int bcpm_ternary_scan_prepare(const struct bcpm_tensor *tensor, int64_t group_size,
+                              struct bcpm_ternary_scan *out, struct bcpm_error *err)
+{
+    struct dtype_bits bits;
+
+    return prepare_scan(tensor, group_size, out, &bits, err);
+}
+
+void bcpm_ternary_scan_totals(const struct bcpm_tensor *tensor, struct bcpm_ternary_scan *scan)
+{
+    uint64_t groups = scan->rows * scan->groups_per_row;
+
+    scan->groups_ternary = 0;
+    scan->nonfinite = 0;
+    memset(scan->codes, 0, sizeof(scan->codes));
+    scan->first_bad_row = -1;
+    scan->first_bad_column = -1;
+    if (!scan->groups)
+        return;
+    /* Row-major order, as the scan's merge leaves it: the earliest bad element wins. */
+    for (uint64_t k = 0; k < groups; k++) {
+        const struct bcpm_ternary_group *g = &scan->groups[k];
+        uint64_t row = k / scan->groups_per_row;
+
+        scan->nonfinite += g->nonfinite;
+        if (g->magnitudes <= 1 && g->nonfinite == 0) {
+            scan->groups_ternary++;
+            for (int c = 0; c < 3; c++)
+                scan->codes[c] += g->codes[c];
+        }
+        if (g->first_bad_column >= 0 && scan->first_bad_row < 0) {
+            scan->first_bad_row = (int64_t)row;
+            scan->first_bad_column = g->first_bad_column;
+            scan->first_bad_value = bcpm_tensor_load_f64(
+                tensor, row * scan->columns + (uint64_t)g->first_bad_column);
+            scan->first_bad_scale = g->scale;
+        }
+    }
 }
 
 int bcpm_ternary_scan_ex(const struct bcpm_tensor *tensor, int64_t group_size,

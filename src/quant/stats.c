@@ -18,19 +18,13 @@
 
 #define STATS_BLOCK 65536u
 
-struct block_stats {
-    uint64_t count, nan, inf, zeros;
-    int64_t first_nonfinite;
-    double min, max, sum, sum_squares;
-};
-
 struct stats_job {
     const struct bcpm_tensor *tensor;
     const struct bcpm_map *release;
-    struct block_stats *blocks;
+    struct bcpm_value_stats *blocks;
 };
 
-static void add_value(struct block_stats *b, double v, uint64_t index)
+static void add_value(struct bcpm_value_stats *b, double v, uint64_t index)
 {
     b->count++;
     if (isnan(v) || isinf(v)) {
@@ -52,9 +46,20 @@ static void add_value(struct block_stats *b, double v, uint64_t index)
     b->sum_squares += v * v;
 }
 
-static void stats_block(const struct bcpm_tensor *t, uint64_t first, uint64_t count,
-                        struct block_stats *b)
+uint64_t bcpm_value_stats_block_count(const struct bcpm_tensor *tensor)
 {
+    return (tensor->numel + STATS_BLOCK - 1) / STATS_BLOCK;
+}
+
+uint64_t bcpm_value_stats_block_elements(void)
+{
+    return STATS_BLOCK;
+}
+
+static void stats_block(const struct bcpm_tensor *t, uint64_t first, uint64_t count,
+                        struct bcpm_value_stats *b)
+{
+    memset(b, 0, sizeof(*b));
     b->first_nonfinite = -1;
     b->min = INFINITY;
     b->max = -INFINITY;
@@ -89,6 +94,15 @@ static void stats_block(const struct bcpm_tensor *t, uint64_t first, uint64_t co
     }
     for (uint64_t i = 0; i < count; i++)
         add_value(b, bcpm_tensor_load_f64(t, first + i), first + i);
+}
+
+void bcpm_value_stats_block(const struct bcpm_tensor *tensor, uint64_t k,
+                            struct bcpm_value_stats *out)
+{
+    uint64_t first = k * STATS_BLOCK;
+    uint64_t count = tensor->numel - first < STATS_BLOCK ? tensor->numel - first : STATS_BLOCK;
+
+    stats_block(tensor, first, count, out);
 }
 
 static void stats_blocks(void *context, int worker, uint64_t begin, uint64_t end)
@@ -156,7 +170,7 @@ int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quan
         return bcpm_error_set(err, BCPM_ERR_CORRUPT, NULL, tensor->name,
                               "tensor of %" PRIu64 " elements has no data", tensor->numel);
 
-    nblocks = (tensor->numel + STATS_BLOCK - 1) / STATS_BLOCK;
+    nblocks = bcpm_value_stats_block_count(tensor);
     job.tensor = tensor;
     job.release = options->release;
     job.blocks = calloc(nblocks, sizeof(*job.blocks));
@@ -166,11 +180,20 @@ int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quan
                                      tensor->numel * bcpm_dtype_size(tensor->dtype), nblocks);
     run_blocks(&job, options, nblocks, threads);
 
-    /* Merge in block order. */
+    bcpm_value_stats_merge(out, job.blocks, nblocks);
+    free(job.blocks);
+    return 0;
+}
+
+void bcpm_value_stats_merge(struct bcpm_value_stats *out, const struct bcpm_value_stats *blocks,
+                            uint64_t nblocks)
+{
+    memset(out, 0, sizeof(*out));
+    out->first_nonfinite = -1;
     out->min = INFINITY;
     out->max = -INFINITY;
     for (uint64_t k = 0; k < nblocks; k++) {
-        const struct block_stats *b = &job.blocks[k];
+        const struct bcpm_value_stats *b = &blocks[k];
         out->count += b->count;
         out->nan += b->nan;
         out->inf += b->inf;
@@ -185,12 +208,10 @@ int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quan
         out->sum_squares += b->sum_squares;
     }
     if (out->nan + out->inf == out->count) {
-        /* No finite element: min and max are undefined. */
+        /* No finite element (or none at all): min and max are undefined. */
         out->min = NAN;
         out->max = NAN;
     }
-    free(job.blocks);
-    return 0;
 }
 
 int bcpm_value_stats(const struct bcpm_tensor *tensor, struct bcpm_value_stats *out,

@@ -95,6 +95,27 @@ size_t bcpm_ruleset_layout_count(const struct bcpm_ruleset *rs);
 const char *bcpm_ruleset_layout_family(const struct bcpm_ruleset *rs, size_t i);
 
 struct bcpm_quant_digest; /* quant/quant.h */
+struct bcpm_ternary_scan; /* quant/quant.h */
+struct bcpm_value_stats;  /* quant/quant.h */
+
+/*
+ * Another pass over the checkpoint that reads tensors for its own purpose
+ * (the reference comparison) and can hand the value pass what it needs, so
+ * that the file is read once. The value pass offers it each tensor before
+ * reading it: a float tensor with the ternary role with ternary 1 and the
+ * group size of the ternary.values rule, to fill scan as bcpm_ternary_scan_ex
+ * would; a tensor without that role with ternary 0, to fill stats as
+ * bcpm_value_stats would. digest is the value pass's (bcpm_check_options):
+ * a pass that fills them feeds it the tensor's bytes in file order as the
+ * value pass would. run returns 1 when it filled them and 0 when the value
+ * pass must read the tensor itself; it reports its own errors.
+ */
+struct bcpm_check_tensor_pass {
+    int (*run)(void *ctx, size_t tensor_index, int ternary, int64_t group_size,
+               const struct bcpm_quant_digest *digest, struct bcpm_ternary_scan *scan,
+               struct bcpm_value_stats *stats);
+    void *ctx;
+};
 
 struct bcpm_check_options {
     const char *config_path;        /* --config; NULL: the catalog's, else config.json beside the weights */
@@ -109,6 +130,8 @@ struct bcpm_check_options {
     /* Receives the catalog's bytes in file order as the value pass reads them (a content
        digest, see struct bcpm_quant_digest); may be NULL. */
     const struct bcpm_quant_digest *digest;
+    /* Offered every tensor before the value pass reads it; may be NULL. */
+    const struct bcpm_check_tensor_pass *tensor_pass;
 };
 
 /* Defaults: no config override, no assertion, fail on error, all CPUs. */

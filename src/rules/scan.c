@@ -254,6 +254,17 @@ static int derive_stats(const struct bcpm_ternary_scan *scan, struct bcpm_value_
     return 0;
 }
 
+/* Hand tensor i to the other pass, if there is one; 1 when it filled scan or stats. */
+static int offer_tensor(struct check_ctx *ctx, size_t i, int ternary, int64_t group_size,
+                        struct bcpm_ternary_scan *scan, struct bcpm_value_stats *stats)
+{
+    const struct bcpm_check_tensor_pass *pass = ctx->opt->tensor_pass;
+
+    if (!pass || !pass->run)
+        return 0;
+    return pass->run(pass->ctx, i, ternary, group_size, ctx->opt->digest, scan, stats) == 1;
+}
+
 static int scan_ternary(struct check_ctx *ctx, size_t i, const struct bcpm_quant_options *options,
                         struct bcpm_value_stats *derived, int *have_stats, struct bcpm_error *err)
 {
@@ -280,9 +291,11 @@ static int scan_ternary(struct check_ctx *ctx, size_t i, const struct bcpm_quant
     }
 
     memset(&scan, 0, sizeof(scan));
-    rc = bcpm_ternary_scan_ex(t, s->group_size, options, &scan, err);
-    if (rc != 0)
-        return rc;
+    if (!offer_tensor(ctx, i, 1, s->group_size, &scan, NULL)) {
+        rc = bcpm_ternary_scan_ex(t, s->group_size, options, &scan, err);
+        if (rc != 0)
+            return rc;
+    }
 
     /*
      * Room for one scale per group plus the shard magnitudes of a few groups.
@@ -403,6 +416,8 @@ static int scan_one(struct check_ctx *ctx, size_t i, struct bcpm_error *err)
         if (ctx->info[i].ternary.scanned)
             fill_ternary_stats(ctx, i);
     }
+    if (!have_stats && ctx->info[i].role != BCPM_ROLE_TERNARY)
+        have_stats = offer_tensor(ctx, i, 0, 0, NULL, &vs);
     if (!have_stats) {
         rc = bcpm_value_stats_ex(t, &options, &vs, err);
         if (rc != 0)

@@ -300,6 +300,168 @@ static void kernels_reference(void **state)
     each_table(check_reference_bf16);
 }
 
+/*
+ * Latent values around a threshold, each stored as the code it gets by
+ * threshold t (the "correct export" the reference kernels are fastest on).
+ */
+static void fake_export(uint16_t *x, uint16_t *y, size_t n, float t, uint16_t mag, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = next_random(&seed);
+        float w = ((float)(r % 4001) - 2000.0f) * 0.00001f;
+
+        x[i] = bcpm_f32_to_bf16(w);
+        w = bcpm_bf16_to_f32(x[i]);
+        if (w > t)
+            y[i] = mag;
+        else if (w < -t)
+            y[i] = (uint16_t)(mag | 0x8000u);
+        else
+            y[i] = r & 64 ? 0x8000u : 0;
+    }
+}
+
+/* One reference call on both tables, results compared. */
+static void compare_reference(const struct bcpm_quant_kernels *k,
+                              const struct bcpm_quant_kernels *s, const uint16_t *x,
+                              const uint16_t *y, size_t n, float t0, float t1, uint16_t mag,
+                              uint32_t *got, uint32_t *want)
+{
+    uint64_t ca[4] = {0}, cb[4] = {0};
+    size_t count_k = k->reference_bf16(x, y, n, t0, t1, mag, ca, got);
+    size_t count_s = s->reference_bf16(x, y, n, t0, t1, mag, cb, want);
+
+    assert_int_equal(count_k, count_s);
+    assert_memory_equal(got, want, count_k * sizeof(got[0]));
+    assert_memory_equal(ca, cb, sizeof(ca));
+}
+
+/*
+ * The reference kernel on mostly correct exports, where SIMD tables skip
+ * whole blocks. Cases: thresholds whose first codes differ by several BF16 steps,
+ * planted exceptions (a whole block of them, NaN, Inf, other stored values),
+ * magnitudes 0 and with the sign bit set, every length up to 70, and a run
+ * long enough for the lane counters to be flushed.
+ */
+static void check_reference_export(const struct bcpm_quant_kernels *k,
+                                   const struct bcpm_quant_kernels *s)
+{
+    const size_t long_n = 32 * 40000 + 17;
+    uint16_t *x = malloc(long_n * sizeof(*x)), *y = malloc(long_n * sizeof(*y));
+    uint32_t *got = malloc(long_n * sizeof(*got)), *want = malloc(long_n * sizeof(*want));
+    const float t = 0.005f;
+    const float t_far = bcpm_bf16_to_f32((uint16_t)(bcpm_f32_to_bf16(t) + 3));
+    const uint16_t mag = bcpm_f32_to_bf16(0.0117f);
+    const uint16_t magnitudes[] = {mag, 0, (uint16_t)(mag | 0x8000u)};
+    const float pairs[][2] = {{t, t}, {t, t_far}, {t_far, t}, {t, NAN}, {0.0f, t}};
+
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_non_null(got);
+    assert_non_null(want);
+    fake_export(x, y, long_n, t, mag, 29);
+    /* An exception at every position of the block at 64, and a few lone ones. */
+    for (size_t i = 64; i < 96; i++)
+        y[i] = (uint16_t)(y[i] ^ 0x8000u) == 0x8000u ? mag : 0;
+    x[130] = 0x7fc1u;
+    x[131] = 0xff80u;
+    y[200] = bcpm_f32_to_bf16(0.5f);
+    y[233] = 0x7fc0u;
+    x[long_n - 3] = 0x7f80u;
+
+    for (size_t j = 0; j < sizeof(pairs) / sizeof(pairs[0]); j++) {
+        for (size_t m = 0; m < sizeof(magnitudes) / sizeof(magnitudes[0]); m++) {
+            for (size_t n = 0; n <= 300; n += (n < 70 ? 1 : 23))
+                compare_reference(k, s, x, y, n, pairs[j][0], pairs[j][1], magnitudes[m], got,
+                                  want);
+            compare_reference(k, s, x + 5, y + 5, long_n - 5, pairs[j][0], pairs[j][1],
+                              magnitudes[m], got, want);
+        }
+    }
+    free(x);
+    free(y);
+    free(got);
+    free(want);
+}
+
+static void kernels_reference_export(void **state)
+{
+    (void)state;
+    each_table(check_reference_export);
+}
+
+/* Statistics of x[0..n) on both tables, compared bit for bit. */
+static void compare_stats(const struct bcpm_quant_kernels *k, const struct bcpm_quant_kernels *s,
+                          const uint16_t *x, size_t n)
+{
+    struct bcpm_stats_block a, b;
+    double sa = k->abs_sum_bf16(x, n), sb = s->abs_sum_bf16(x, n);
+
+    k->stats_bf16(x, n, &a);
+    s->stats_bf16(x, n, &b);
+    assert_int_equal(a.nan, b.nan);
+    assert_int_equal(a.inf, b.inf);
+    assert_int_equal(a.zeros, b.zeros);
+    assert_memory_equal(&a.min, &b.min, sizeof(a.min));
+    assert_memory_equal(&a.max, &b.max, sizeof(a.max));
+    assert_memory_equal(&a.sum, &b.sum, sizeof(a.sum));
+    assert_memory_equal(&a.sum_squares, &b.sum_squares, sizeof(a.sum_squares));
+    assert_memory_equal(&sa, &sb, sizeof(sa));
+}
+
+/*
+ * Statistics and absolute sums of runs whose signs or special values change
+ * which path a SIMD table takes. Cases: all positive, all negative, zeros of one
+ * sign only, -0 next to positive values, one NaN or Inf in the middle of a
+ * block, subnormals, values 2^100 apart (so that the order of the sums
+ * matters), at every length up to 70 and on a long run.
+ */
+static void check_stats_runs(const struct bcpm_quant_kernels *k,
+                             const struct bcpm_quant_kernels *s)
+{
+    enum { RUN = 4000 };
+    static uint16_t x[RUN];
+    const uint16_t specials[] = {0x7fc0u, 0xffc1u, 0x7f80u, 0xff80u, 0x0001u, 0x8001u};
+    uint32_t seed = 31;
+
+    for (int kind = 0; kind < 8; kind++) {
+        for (int i = 0; i < RUN; i++) {
+            uint32_t r = next_random(&seed);
+            float w = ((float)(r % 2001) - 1000.0f) * 0.0003f;
+
+            if (kind == 6 && r % 7 == 0)
+                w *= 0x1p100f;
+            x[i] = bcpm_f32_to_bf16(w);
+            switch (kind) {
+            case 0: x[i] &= 0x7fffu; break;                        /* all >= +0 */
+            case 1: x[i] |= 0x8000u; break;                        /* all <= -0 */
+            case 2: x[i] = 0; break;                               /* all +0 */
+            case 3: x[i] = 0x8000u; break;                         /* all -0 */
+            case 4: x[i] = r & 1 ? 0x8000u : (uint16_t)(x[i] & 0x7fffu); break;
+            case 5: x[i] = (uint16_t)(r & 0x807fu); break;         /* subnormals and zeros */
+            default: break;
+            }
+        }
+        for (size_t n = 0; n <= 70; n++)
+            compare_stats(k, s, x, n);
+        compare_stats(k, s, x, RUN);
+        for (size_t sp = 0; sp < sizeof(specials) / sizeof(specials[0]); sp++) {
+            uint16_t saved = x[45];
+            x[45] = specials[sp];
+            for (size_t n = 40; n <= 70; n++)
+                compare_stats(k, s, x, n);
+            compare_stats(k, s, x, RUN);
+            x[45] = saved;
+        }
+    }
+}
+
+static void kernels_stats_runs(void **state)
+{
+    (void)state;
+    each_table(check_stats_runs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +471,8 @@ int main(void)
         cmocka_unit_test(kernels_stats),
         cmocka_unit_test(kernels_codes),
         cmocka_unit_test(kernels_reference),
+        cmocka_unit_test(kernels_reference_export),
+        cmocka_unit_test(kernels_stats_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

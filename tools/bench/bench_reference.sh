@@ -16,10 +16,12 @@
 # PyTorch 1.13 reads whole files into memory, so PyTorch gets the smaller
 # pair, where the C check and memscan are timed again. Both files of a pair
 # must fit in the page cache together, or the timings measure the disk.
-# The memory scans, the check (reference_bench.c, the library call) and the
-# whole command (BUILD_DIR/src/cli/bitcpm-check PSEUDO --reference LATENT,
-# which also runs the rule engine's scan) run in turn, five rounds, so that
-# load from other jobs hits them alike; each timing is the best of the five.
+# The memory scans, the comparison alone (reference_bench.c, the library
+# call) and the whole command (BUILD_DIR/src/cli/bitcpm-check PSEUDO
+# --reference LATENT, which also runs the rule engine's checks, once with its
+# default audit record written to a scratch database and once with
+# --no-audit) run in turn, five rounds, so that load from other jobs hits
+# them alike; each timing is the best of the five.
 set -euo pipefail
 
 build=${1:-build}
@@ -58,14 +60,15 @@ best_line() { # reads "KEY output line" lines; prints, per KEY, the line with th
         END { for (i = 1; i <= n; i++) print substr(line[order[i]], length(order[i]) + 2) }'
 }
 
-cli_time() { # pseudo latent; prints the wall time of the whole bitcpm-check command
-    local start end rc=0
+cli_time() { # label pseudo latent [options]; prints the wall time of the whole bitcpm-check command
+    local label=$1 pseudo=$2 latent=$3 start end rc=0
+    shift 3
     start=$(date +%s.%N)
-    "$build/src/cli/bitcpm-check" "$1" --reference "$2" --threads "$threads" > /dev/null 2>&1 ||
-        rc=$?
+    /usr/bin/time -f %M -o "$work/rss.txt" "$build/src/cli/bitcpm-check" "$pseudo" \
+        --reference "$latent" --threads "$threads" "$@" > /dev/null 2>&1 || rc=$?
     end=$(date +%s.%N)
-    awk -v s="$start" -v e="$end" -v rc="$rc" \
-        'BEGIN { printf "bitcpm-check --reference: %.3f s, exit status %d\n", e - s, rc }'
+    awk -v s="$start" -v e="$end" -v rc="$rc" -v label="$label" -v kb="$(tail -n 1 "$work/rss.txt")" \
+        'BEGIN { printf "%s: %.3f s, peak RSS %.1f MiB, exit status %d\n", label, e - s, kb / 1024, rc }'
 }
 
 run_pair() { # prefix
@@ -76,8 +79,12 @@ run_pair() { # prefix
         "$work/memscan" "$pseudo" "$threads" | sed 's/^/1 /'
         "$work/memscan" "$latent" "$threads" | sed 's/^/2 /'
         "$work/reference_bench" "$pseudo" "$latent" "$threads" | sed -n '1s/^/3 /p'
-        cli_time "$pseudo" "$latent" | sed 's/^/4 /'
+        cli_time "bitcpm-check --reference (audit on)" "$pseudo" "$latent" \
+            --audit-db "$work/bench-audit.db" | sed 's/^/4 /'
+        cli_time "bitcpm-check --reference --no-audit" "$pseudo" "$latent" --no-audit |
+            sed 's/^/7 /'
     done | best_line
+    rm -f "$work/bench-audit.db"
     for _ in 1 2 3; do
         "$work/scan_bench" "$pseudo" "$threads" | sed 's/^/5 /'
         "$work/scan_bench" "$latent" "$threads" | sed 's/^/6 /'
