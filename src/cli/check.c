@@ -196,6 +196,12 @@ static int handle_option(void *ctx, int code, const char *value)
         s->sarif_path = value;
         return CLI_CONTINUE;
     case OPT_REFERENCE:
+        /* Every PATH is compared with one reference; a second one would silently win. */
+        if (s->reference_path)
+            return cli_usage_error(CHECK_PROGRAM,
+                                   "--reference given twice ('%s' and '%s'): give one latent "
+                                   "checkpoint and check each export against it",
+                                   s->reference_path, value);
         s->reference_path = value;
         return CLI_CONTINUE;
     case OPT_COMPUTE:

@@ -156,6 +156,9 @@ static int keep_numbers(struct check_reference *r, const struct bcpm_reference_r
     t->boundary = p->boundary;
     t->disagreements = res->policy_disagreements;
     t->mismatches = p->mismatches;
+    t->not_compared = res->nonfinite_groups * res->group_size;
+    t->not_a_code = p->stored_other;
+    t->scale_boundary = p->scale_boundary;
     memcpy(t->confusion, p->confusion, sizeof(t->confusion));
     t->groups = res->groups;
     t->scale_mismatches = p->scale_errors;
@@ -196,7 +199,7 @@ static void reword_boundary(struct bcpm_finding *f, const struct bcpm_reference_
                             enum bcpm_compute requested)
 {
     const struct bcpm_reference_policy *p = &res->policy[res->matched];
-    const char *verdict = requested == BCPM_COMPUTE_AUTO ? "the export matches the " : "";
+    const char *verdict = bcpm_reference_verdict(res, requested);
     char text[512], *copy;
 
     snprintf(text, sizeof(text),

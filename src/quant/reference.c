@@ -502,11 +502,17 @@ static void compare_scale(const struct compare_job *job, int p, uint64_t row, ui
 
     r->scale_errors++;
     {
-        /* Quantizing twice scales s by the group's fraction of nonzero codes. */
-        double ratio = (double)key_to_float(dtype, stored_key) / (double)expected;
+        /*
+         * Quantizing twice scales s by the group's fraction of nonzero codes.
+         * A latent side that is pseudo-quantized itself does the opposite:
+         * the recomputed s is the stored one times that fraction.
+         */
+        double stored = (double)key_to_float(dtype, stored_key);
         double fraction = (double)nonzero / (double)job->group;
-        if (fabs(ratio - fraction) <= fraction / 128.0)
+        if (fabs(stored / (double)expected - fraction) <= fraction / 128.0)
             r->twice_groups++;
+        if (fabs((double)expected / stored - fraction) <= fraction / 128.0)
+            r->quantized_latent_groups++;
     }
     if (r->first_scale_row < 0) {
         r->first_scale_row = (int64_t)row;
@@ -844,6 +850,7 @@ static void merge_policy(struct bcpm_reference_policy *into, const struct bcpm_r
     into->scale_boundary += p->scale_boundary;
     into->scale_errors += p->scale_errors;
     into->twice_groups += p->twice_groups;
+    into->quantized_latent_groups += p->quantized_latent_groups;
     if (p->first_mismatch_row >= 0 &&
         earlier(p->first_mismatch_row, p->first_mismatch_column, into->first_mismatch_row,
                 into->first_mismatch_column)) {
@@ -901,6 +908,9 @@ static void choose_policy(struct bcpm_reference_result *r, enum bcpm_compute req
     r->looks_quantized_twice = chosen->scale_errors > 0 &&
                                chosen->twice_groups == chosen->scale_errors &&
                                chosen->scale_errors == chosen->scale_groups;
+    r->latent_looks_quantized = chosen->scale_errors > 0 &&
+                                chosen->quantized_latent_groups == chosen->scale_errors &&
+                                chosen->scale_errors == chosen->scale_groups;
 }
 
 static int check_pair(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,

@@ -64,6 +64,7 @@ struct bcpm_reference_policy {
     uint64_t scale_boundary;       /* scales matching only with the sum one ulp off */
     uint64_t scale_errors;         /* groups above the tolerance */
     uint64_t twice_groups;         /* scale errors whose ratio equals the nonzero fraction */
+    uint64_t quantized_latent_groups; /* scale errors whose inverse ratio equals it */
     int64_t first_mismatch_row, first_mismatch_column; /* -1 when none */
     double first_mismatch_latent, first_mismatch_stored;
     int64_t first_scale_row, first_scale_group;         /* -1 when none */
@@ -79,6 +80,7 @@ struct bcpm_reference_result {
     int64_t first_nonfinite_row, first_nonfinite_column;
     enum bcpm_compute matched;     /* the policy the findings use */
     int looks_quantized_twice;
+    int latent_looks_quantized;    /* every scale is off as if the latent side were the export */
     struct bcpm_reference_policy policy[2]; /* [BCPM_COMPUTE_FLOAT32], [BCPM_COMPUTE_HALF] */
 };
 
@@ -116,6 +118,15 @@ int bcpm_reference_compare_scan(const struct bcpm_tensor *pseudo,
                                 struct bcpm_reference_result *out, struct bcpm_error *err);
 
 void bcpm_reference_result_free(struct bcpm_reference_result *result);
+
+/*
+ * The start of the reference.boundary message under --compute auto: "the
+ * export matches the " when the chosen policy explains every code and scale,
+ * "the export is closest to the " when some remain wrong; "" for an explicit
+ * policy.
+ */
+const char *bcpm_reference_verdict(const struct bcpm_reference_result *result,
+                                   enum bcpm_compute requested);
 
 /*
  * Append the findings of one tensor's result: reference.codes,

@@ -15,6 +15,19 @@
 
 /* ---- findings of one ternary tensor ---- */
 
+const char *bcpm_reference_verdict(const struct bcpm_reference_result *r,
+                                   enum bcpm_compute requested)
+{
+    const struct bcpm_reference_policy *p = &r->policy[r->matched];
+
+    if (requested != BCPM_COMPUTE_AUTO)
+        return "";
+    /* With codes or scales that no policy explains, the chosen one is only the nearer. */
+    if (p->mismatches > 0 || p->scale_errors > 0 || r->nonfinite_groups > 0)
+        return "the export is closest to the ";
+    return "the export matches the ";
+}
+
 static const char *policy_name(enum bcpm_compute policy)
 {
     return policy == BCPM_COMPUTE_FLOAT32 ? "float32" : "bf16";
@@ -77,6 +90,10 @@ static int add_scale_finding(const struct bcpm_reference_result *r,
                           r->looks_quantized_twice
                               ? "; every scale is smaller by its group's fraction of nonzero "
                                 "codes, so the tensor looks quantized twice"
+                          : r->latent_looks_quantized
+                              ? "; every recomputed scale is the stored one times its group's "
+                                "fraction of nonzero codes, so the latent tensor looks "
+                                "pseudo-quantized already (was an export given as --reference?)"
                               : "");
     if (!f)
         return -1;
@@ -91,7 +108,7 @@ static int add_boundary_finding(const struct bcpm_reference_result *r,
                                 const char *pseudo_file, struct bcpm_findings *findings)
 {
     const char *policy = policy_name(r->matched);
-    const char *verdict = options->policy == BCPM_COMPUTE_AUTO ? "the export matches the " : "";
+    const char *verdict = bcpm_reference_verdict(r, options->policy);
 
     if (p->boundary == 0 && p->scale_boundary == 0 && r->policy_disagreements == 0 &&
         options->policy != BCPM_COMPUTE_AUTO)
@@ -170,6 +187,15 @@ static int add_shape_finding(const struct bcpm_catalog *pseudo, const struct bcp
                : -1;
 }
 
+/*
+ * A ternary tensor whose columns the group size does not divide: its codes
+ * cannot be recomputed, which is a finding about this tensor, not a failed
+ * comparison. Returns 1 and adds the finding (-1 when memory ran out), or 0
+ * when the group size fits.
+ */
+static int group_size_misfit(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
+                             int64_t group_size, struct bcpm_findings *findings);
+
 static const char *file_of(const struct bcpm_catalog *catalog, const struct bcpm_tensor *t)
 {
     return t->file < catalog->nfiles ? catalog->files[t->file].path : catalog->path;
@@ -182,6 +208,32 @@ static int in_list(const char *name, const char *const *list, size_t count)
             return 1;
     }
     return 0;
+}
+
+/* 1 when group_size (-1: one group per row) divides the columns of t. */
+static int group_size_fits(const struct bcpm_tensor *t, int64_t group_size, uint64_t *columns)
+{
+    uint64_t rows;
+
+    bcpm_tensor_matrix_shape(t, &rows, columns);
+    return group_size == -1 || (group_size > 0 && *columns % (uint64_t)group_size == 0);
+}
+
+static int group_size_misfit(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
+                             int64_t group_size, struct bcpm_findings *findings)
+{
+    uint64_t columns;
+    struct bcpm_finding *f;
+
+    if (group_size_fits(p, group_size, &columns))
+        return 0;
+    f = bcpm_findings_add(findings, "reference.codes", BCPM_SEVERITY_ERROR, file_of(pseudo, p),
+                          p->name,
+                          "the group size %" PRId64 " does not divide the %" PRIu64 " columns "
+                          "of the tensor, so its codes were not recomputed; give --group-size a "
+                          "divisor of %" PRIu64 " or -1 for one group per row",
+                          group_size, columns, columns);
+    return f ? 1 : -1;
 }
 
 /* bcpm_quant_job_threads never returns more workers than this. */
@@ -354,6 +406,41 @@ int bcpm_reference_compare_copy(const struct bcpm_tensor *a, const struct bcpm_m
     return 0;
 }
 
+/*
+ * Give f the file offset of element index of t, when t's bytes lie in its
+ * mapped file (not in an inflated zip entry, whose offsets name no file byte).
+ */
+static void set_offset(struct bcpm_finding *f, const struct bcpm_catalog *catalog,
+                       const struct bcpm_tensor *t, uint64_t index)
+{
+    if (!f || !bcpm_quant_tensor_map(catalog, t) || index >= t->numel)
+        return;
+    f->has_offset = 1;
+    f->offset = t->byte_offset + bcpm_tensor_element_offset(t, index);
+}
+
+/* Offsets for the findings from first on that name a row and column of p (or of l). */
+static void set_offsets(struct bcpm_findings *findings, size_t first,
+                        const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
+                        const struct bcpm_catalog *latent, const struct bcpm_tensor *l)
+{
+    uint64_t rows, columns;
+
+    bcpm_tensor_matrix_shape(p, &rows, &columns);
+    for (size_t i = first; i < findings->count; i++) {
+        struct bcpm_finding *f = &findings->items[i];
+        uint64_t index;
+
+        if (f->row < 0 || f->column < 0 || (uint64_t)f->column >= columns)
+            continue;
+        index = (uint64_t)f->row * columns + (uint64_t)f->column;
+        if (strcmp(f->rule, "values.nonfinite") == 0)
+            set_offset(f, latent, l, index);
+        else
+            set_offset(f, pseudo, p, index);
+    }
+}
+
 /* The reference.changed finding of a copied tensor whose element index differs. */
 static int add_changed_finding(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
                                const struct bcpm_tensor *l, int64_t index,
@@ -375,6 +462,7 @@ static int add_changed_finding(const struct bcpm_catalog *pseudo, const struct b
     f->row = columns ? index / (int64_t)columns : -1;
     f->column = columns ? index % (int64_t)columns : -1;
     f->value = bcpm_tensor_load_f64(p, (uint64_t)index);
+    set_offset(f, pseudo, p, (uint64_t)index);
     return 0;
 }
 
@@ -493,6 +581,10 @@ int bcpm_reference_run_tensor(struct bcpm_reference_run *run, size_t index, int 
         return 0;
 
     if (ternary) {
+        uint64_t columns;
+
+        if (!group_size_fits(p, run->options.group_size, &columns))
+            return 0;
         rc = bcpm_reference_compare_scan(p, l, &run->options, bcpm_quant_tensor_map(pseudo, p),
                                          bcpm_quant_tensor_map(latent, l), digest, scan,
                                          &d->result, err);
@@ -527,6 +619,7 @@ static int finish_tensor(struct bcpm_reference_run *run, size_t i, const char *c
     const struct bcpm_tensor *p = &pseudo->tensors[i];
     const struct bcpm_tensor *l = bcpm_catalog_find(latent, p->name);
     struct tensor_done *d = &run->done[i];
+    size_t first;
     int rc;
 
     if (!l)
@@ -539,6 +632,9 @@ static int finish_tensor(struct bcpm_reference_run *run, size_t i, const char *c
         if (p->ndim != l->ndim ||
             memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0)
             return add_shape_finding(pseudo, p, l, findings);
+        rc = group_size_misfit(pseudo, p, options->group_size, findings);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
         rc = bcpm_reference_compare(p, l, options, bcpm_quant_tensor_map(pseudo, p),
                                     bcpm_quant_tensor_map(latent, l), &d->result, err);
         if (rc != 0) {
@@ -548,9 +644,11 @@ static int finish_tensor(struct bcpm_reference_run *run, size_t i, const char *c
         d->state = DONE_TERNARY;
     }
 
+    first = findings->count;
     if (bcpm_reference_findings(&d->result, options, file_of(pseudo, p), file_of(latent, l),
                                 findings) != 0)
         return -1;
+    set_offsets(findings, first, pseudo, p, latent, l);
     /* The result moves to the caller's list, or is freed with the run. */
     if (list && *count < nternary) {
         list[(*count)++] = d->result;

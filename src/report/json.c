@@ -191,7 +191,8 @@ static json_t *tensor_object(const struct bcpm_tensor_stats *s,
     return o;
 }
 
-static json_t *reference_object(const struct bcpm_report_reference *ref, int *ok)
+static json_t *reference_object(const struct bcpm_check_result *r,
+                                 const struct bcpm_report_reference *ref, int *ok)
 {
     json_t *o = json_object();
     json_t *confusion = json_array();
@@ -204,15 +205,19 @@ static json_t *reference_object(const struct bcpm_report_reference *ref, int *ok
     }
 
     set(o, "name", text(ref->name), ok);
+    set(o, "file", text(ref->file < r->nfiles ? r->files[ref->file].path : NULL), ok);
     set(o, "policy", text(ref->policy), ok);
     set(o, "elements", count(ref->elements), ok);
     set(o, "matches", count(ref->matches), ok);
     set(o, "boundary", count(ref->boundary), ok);
     set(o, "policy_disagreements", count(ref->disagreements), ok);
     set(o, "mismatches", count(ref->mismatches), ok);
+    set(o, "not_compared", count(ref->not_compared), ok);
+    set(o, "not_a_code", count(ref->not_a_code), ok);
     set(o, "confusion", confusion, ok);
     set(o, "groups", count(ref->groups), ok);
     set(o, "scale_mismatches", count(ref->scale_mismatches), ok);
+    set(o, "scale_boundary", count(ref->scale_boundary), ok);
     set(o, "scale_ulps_max", number(ref->scale_ulps_max), ok);
     set(o, "quantized_twice", json_boolean(ref->quantized_twice), ok);
     return o;
@@ -233,7 +238,8 @@ static json_t *summary_object(const struct bcpm_check_result *r, int *ok)
     return o;
 }
 
-static json_t *reference_section(const struct bcpm_report_options *o, int *ok)
+static json_t *reference_section(const struct bcpm_check_result *r,
+                                  const struct bcpm_report_options *o, int *ok)
 {
     json_t *section, *tensors;
 
@@ -242,7 +248,7 @@ static json_t *reference_section(const struct bcpm_report_options *o, int *ok)
     section = json_object();
     tensors = json_array();
     for (size_t i = 0; i < o->nreference; i++)
-        append(tensors, reference_object(&o->reference[i], ok), ok);
+        append(tensors, reference_object(r, &o->reference[i], ok), ok);
     set(section, "path", text(o->reference_path), ok);
     set(section, "tensors", tensors, ok);
     return section;
@@ -276,7 +282,7 @@ static json_t *build_document(const struct bcpm_check_result *r,
     set(doc, "files", files, ok);
     set(doc, "findings", findings, ok);
     set(doc, "tensors", tensors, ok);
-    set(doc, "reference", reference_section(o, ok), ok);
+    set(doc, "reference", reference_section(r, o, ok), ok);
     return doc;
 }
 

@@ -38,9 +38,12 @@ struct bcpm_report_reference {
     uint64_t boundary;            /* codes that match the policy only at a rounding boundary */
     uint64_t disagreements;       /* elements whose code differs between the two policies */
     uint64_t mismatches;          /* codes that neither policy produces */
+    uint64_t not_compared;        /* elements of latent groups with NaN or Inf, left out */
+    uint64_t not_a_code;          /* stored values neither 0 nor +-s (in mismatches, no cell) */
     uint64_t confusion[3][3];     /* [expected code + 1][stored code + 1] */
     uint64_t groups;              /* groups compared */
     uint64_t scale_mismatches;    /* groups whose scale is off by more than the tolerance */
+    uint64_t scale_boundary;      /* scales that match the policy only at a rounding boundary */
     double scale_ulps_max;        /* largest scale error, in ulps of the stored dtype */
     int quantized_twice;          /* 1 when every scale is off by the nonzero fraction */
 };

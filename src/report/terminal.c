@@ -231,18 +231,26 @@ static void print_rule_table(const struct terminal *t, const struct bcpm_report_
     }
 }
 
-/* Position details of a finding, shown with -v: " (row 3, column 17, value 0.25)". */
+/*
+ * Position details of a finding, shown with -v: " (row 3, column 17, value 0.25)".
+ * A row and column the message already names are not repeated.
+ */
 static void print_position(FILE *out, const struct bcpm_finding *f)
 {
     const char *sep = " (";
-    int any = 0;
+    char named[64];
+    int any = 0, show_row = f->row >= 0, show_column = f->column >= 0;
 
-    if (f->row >= 0) {
+    snprintf(named, sizeof(named), "row %" PRId64 ", column %" PRId64, f->row, f->column);
+    if (show_row && show_column && f->message && strstr(f->message, named))
+        show_row = show_column = 0;
+
+    if (show_row) {
         fprintf(out, "%srow %" PRId64, sep, f->row);
         sep = ", ";
         any = 1;
     }
-    if (f->column >= 0) {
+    if (show_column) {
         fprintf(out, "%scolumn %" PRId64, sep, f->column);
         sep = ", ";
         any = 1;
@@ -452,10 +460,11 @@ static void print_reference(const struct terminal *t)
     static const char *const code_labels[] = {"-1", "0", "+1"};
     const struct bcpm_report_options *o = t->options;
     uint64_t elements = 0, matches = 0, boundary = 0, mismatches = 0, scale_bad = 0;
-    uint64_t disagreements = 0;
+    uint64_t disagreements = 0, not_compared = 0;
 
     for (size_t i = 0; i < o->nreference; i++) {
         elements += o->reference[i].elements;
+        not_compared += o->reference[i].not_compared;
         disagreements += o->reference[i].disagreements;
         matches += o->reference[i].matches;
         boundary += o->reference[i].boundary;
@@ -473,6 +482,9 @@ static void print_reference(const struct terminal *t)
             plural(elements, "element", "elements"), matches, boundary, mismatches,
             plural(mismatches, "code", "codes"), scale_bad, plural(scale_bad, "group", "groups"),
             disagreements, plural(disagreements, "element", "elements"));
+    if (not_compared)
+        fprintf(t->out, "  %" PRIu64 " %s not compared: latent groups with NaN or Inf\n",
+                not_compared, plural(not_compared, "element", "elements"));
     if (o->verbosity <= 0)
         return;
 
@@ -483,11 +495,12 @@ static void print_reference(const struct terminal *t)
         put_text(t->out, ref->name ? ref->name : "?");
         fprintf(t->out,
                 ": policy %s, %" PRIu64 " of %" PRIu64 " match, %" PRIu64 " boundary, %" PRIu64
-                " mismatching; scale error max %.3g ulp in %" PRIu64 " of %" PRIu64 " %s%s\n",
-                ref->policy ? ref->policy : "none", ref->matches,
-                ref->elements, ref->boundary, ref->mismatches, ref->scale_ulps_max,
+                " mismatching (%" PRIu64 " not a code), %" PRIu64 " not compared; scale error"
+                " max %.3g ulp in %" PRIu64 " of %" PRIu64 " %s, %" PRIu64 " at a boundary%s\n",
+                ref->policy ? ref->policy : "none", ref->matches, ref->elements, ref->boundary,
+                ref->mismatches, ref->not_a_code, ref->not_compared, ref->scale_ulps_max,
                 ref->scale_mismatches, ref->groups, plural(ref->groups, "group", "groups"),
-                ref->quantized_twice ? "; looks quantized twice" : "");
+                ref->scale_boundary, ref->quantized_twice ? "; looks quantized twice" : "");
         fputs("    stored codes -1 0 +1 per recomputed code:", t->out);
         for (int e = 0; e < 3; e++) {
             fprintf(t->out, " %s [%" PRIu64 " %" PRIu64 " %" PRIu64 "]", code_labels[e],

@@ -175,5 +175,94 @@ grep -q 'classname="reference\.' "$tmp/plain.xml" &&
 grep -q 'classname="reference\.codes" name="all"' "$tmp/compared.xml" ||
     fail "JUnit with --reference: no passing reference.codes test case"
 
+# The per-tensor numbers add up: matches + boundary + mismatches + not_compared
+# is the element count, and the confusion matrix holds the elements whose
+# stored value is a code. Every JSON written above takes part.
+for json in "$tmp"/*.json; do
+    n=$("$probe" "$json" reference.tensors.#)
+    i=0
+    while [ "$i" -lt "$n" ]; do
+        t="reference.tensors.$i"
+        elements=$("$probe" "$json" "$t.elements")
+        not_compared=$("$probe" "$json" "$t.not_compared")
+        sum=$(($("$probe" "$json" "$t.matches") + $("$probe" "$json" "$t.boundary") +
+            $("$probe" "$json" "$t.mismatches") + not_compared))
+        [ "$sum" = "$elements" ] || fail "$json: $t: counts add up to $sum of $elements"
+        cells=0
+        for e in 0 1 2; do
+            for c in 0 1 2; do
+                cells=$((cells + $("$probe" "$json" "$t.confusion.$e.$c")))
+            done
+        done
+        [ "$cells" = $((elements - not_compared - $("$probe" "$json" "$t.not_a_code"))) ] ||
+            fail "$json: $t: confusion cells sum to $cells"
+        [ "$("$probe" "$json" "$t.file")" != null ] || fail "$json: $t: no file"
+        i=$((i + 1))
+    done
+done
+
+# The latent NaN leaves exactly one group of the o_proj tensor out, and the
+# verbose text names its position once.
+nan_tensor=model.layers.1.self_attn.o_proj.weight
+"$check" --no-audit --format json "$pairs/pseudo.pt" --reference "$pairs/latent_nan.pt" \
+    >"$tmp/latent-nan.json" 2>/dev/null
+i=0
+while [ "$("$probe" "$tmp/latent-nan.json" "reference.tensors.$i.name")" != "$nan_tensor" ]; do
+    i=$((i + 1))
+    [ "$i" -lt "$nternary" ] || { fail "latent_nan.pt: $nan_tensor not compared"; break; }
+done
+t="reference.tensors.$i"
+group=$(($("$probe" "$tmp/latent-nan.json" "$t.elements") / $("$probe" "$tmp/latent-nan.json" "$t.groups")))
+[ "$("$probe" "$tmp/latent-nan.json" "$t.not_compared")" = "$group" ] ||
+    fail "latent_nan.pt: not_compared $("$probe" "$tmp/latent-nan.json" "$t.not_compared"), expected one group of $group"
+[ "$("$probe" "$tmp/latent-nan.json" "$t.file")" = "$pairs/pseudo.pt" ] ||
+    fail "latent_nan.pt: file is not the checked path"
+"$check" --no-audit -v "$pairs/pseudo.pt" --reference "$pairs/latent_nan.pt" \
+    >"$tmp/latent-nan.txt" 2>&1
+grep -q "row 9, column 33; that group was not compared (byte offset [0-9]*)$" "$tmp/latent-nan.txt" ||
+    fail "latent_nan.pt -v: position repeated or missing: $(grep 'not compared' "$tmp/latent-nan.txt")"
+grep -q "^  $group elements* not compared: latent groups with NaN or Inf" "$tmp/latent-nan.txt" ||
+    fail "latent_nan.pt -v: no 'not compared' total"
+
+# The finding's byte offset points at the NaN in the latent file (BF16 0x7fc0,
+# the NaN torch writes) and the changed norm element at its stored 2.0 (0x4000).
+nan_offset=$("$probe" "$tmp/latent-nan.json" findings.0.offset)
+[ "$(od -An -tx2 -j "$nan_offset" -N2 "$pairs/latent_nan.pt" | tr -d ' ')" = 7fc0 ] ||
+    fail "latent_nan.pt: byte offset $nan_offset does not hold the NaN"
+"$check" --no-audit --format json "$pairs/changed.pt" --reference "$pairs/latent.pt" \
+    >"$tmp/changed-offset.json" 2>/dev/null
+k=0
+while [ "$("$probe" "$tmp/changed-offset.json" "findings.$k.rule")" != reference.changed ]; do
+    k=$((k + 1))
+    [ "$k" -lt 50 ] || { fail "changed.pt: no reference.changed finding"; break; }
+done
+changed_offset=$("$probe" "$tmp/changed-offset.json" "findings.$k.offset")
+[ "$(od -An -tx2 -j "$changed_offset" -N2 "$pairs/changed.pt" | tr -d ' ')" = 4000 ] ||
+    fail "changed.pt: byte offset $changed_offset does not hold the changed element"
+
+# An export given as the reference: every scale is off by the nonzero fraction
+# the other way round from quantizing twice, and the message says so.
+"$check" --no-audit --format json "$pairs/pseudo.pt" --reference "$pairs/pseudo.pt" \
+    >"$tmp/self.out" 2>/dev/null
+code=$?
+[ "$code" = 1 ] || fail "export as reference: exit $code, expected 1"
+grep -q "looks pseudo-quantized already (was an export given as --reference?)" "$tmp/self.out" ||
+    fail "export as reference: no message that the latent side looks pseudo-quantized"
+
+# A group size that does not divide the columns is a finding per tensor, not a failed run.
+"$check" --no-audit --format json --group-size 3 "$pairs/pseudo.pt" \
+    --reference "$pairs/latent.pt" >"$tmp/g3.out" 2>"$tmp/g3.err"
+code=$?
+[ "$code" = 1 ] || fail "--group-size 3: exit $code, expected 1: $(cat "$tmp/g3.err")"
+[ "$(grep -c 'the group size 3 does not divide the' "$tmp/g3.out")" = "$nternary" ] ||
+    fail "--group-size 3: expected one reference.codes finding per ternary tensor"
+
+# One reference per run: a second --reference is a usage error.
+"$check" --no-audit "$pairs/pseudo.pt" --reference "$pairs/latent.pt" \
+    --reference "$pairs/latent_nan.pt" >/dev/null 2>"$tmp/twice-ref.err"
+code=$?
+[ "$code" = 2 ] || fail "--reference twice: exit $code, expected 2"
+grep -q -- "--reference given twice" "$tmp/twice-ref.err" || fail "--reference twice: no message"
+
 [ "$failed" = 0 ] && echo "all bitcpm-check --reference checks passed"
 exit "$failed"

@@ -76,6 +76,7 @@ _Static_assert(sizeof(struct bcpm_reference_policy) ==
                        MEMBER_SIZE(struct bcpm_reference_policy, scale_boundary) +
                        MEMBER_SIZE(struct bcpm_reference_policy, scale_errors) +
                        MEMBER_SIZE(struct bcpm_reference_policy, twice_groups) +
+                       MEMBER_SIZE(struct bcpm_reference_policy, quantized_latent_groups) +
                        MEMBER_SIZE(struct bcpm_reference_policy, first_mismatch_row) +
                        MEMBER_SIZE(struct bcpm_reference_policy, first_mismatch_column) +
                        MEMBER_SIZE(struct bcpm_reference_policy, first_mismatch_latent) +
@@ -146,6 +147,7 @@ static void assert_same_policy(const char *context, const struct bcpm_reference_
     ASSERT_SAME_FIELD(context, x, y, scale_boundary);
     ASSERT_SAME_FIELD(context, x, y, scale_errors);
     ASSERT_SAME_FIELD(context, x, y, twice_groups);
+    ASSERT_SAME_FIELD(context, x, y, quantized_latent_groups);
     ASSERT_SAME_FIELD(context, x, y, first_mismatch_row);
     ASSERT_SAME_FIELD(context, x, y, first_mismatch_column);
     ASSERT_SAME_FIELD(context, x, y, first_mismatch_latent);
@@ -178,6 +180,7 @@ static void assert_same_result(const char *context, const struct bcpm_reference_
     ASSERT_SAME_FIELD(context, x, y, first_nonfinite_column);
     ASSERT_SAME_FIELD(context, x, y, matched);
     ASSERT_SAME_FIELD(context, x, y, looks_quantized_twice);
+    ASSERT_SAME_FIELD(context, x, y, latent_looks_quantized);
     for (int p = 0; p < 2; p++) {
         describe(policy_context, sizeof(policy_context), "%s, %s policy", context,
                  p == BCPM_COMPUTE_FLOAT32 ? "float32" : "bf16");
