@@ -15,12 +15,14 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_X86_KERNELS 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
 #ifdef HAVE_X86_KERNELS
 
-#define AVX2 __attribute__((target("avx2,f16c,popcnt")))
+/* Intel and AMD CPUs with AVX2 also have FMA, a separate CPUID flag that avx2_stats_bf16 needs. */
+#define AVX2 __attribute__((target("avx2,f16c,fma,popcnt")))
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,popcnt")))
 
 /* Same pairwise reduction as the scalar kernels. */
@@ -47,6 +49,89 @@ static void interleave_lanes(const double even[8], const double odd[8],
 static uint32_t tail_mask32(size_t left)
 {
     return left >= 32 ? 0xffffffffu : (1u << left) - 1u;
+}
+
+/*
+ * Fold the lanes of a vector of BF16 bit patterns into one integer extreme.
+ * The stats kernels take the minimum and maximum from these extremes rather
+ * than from float compares, because they need no widening.
+ */
+static int16_t signed_max_of(const int16_t *lane, int count)
+{
+    int16_t m = lane[0];
+
+    for (int j = 1; j < count; j++)
+        m = lane[j] > m ? lane[j] : m;
+    return m;
+}
+
+static int16_t signed_min_of(const int16_t *lane, int count)
+{
+    int16_t m = lane[0];
+
+    for (int j = 1; j < count; j++)
+        m = lane[j] < m ? lane[j] : m;
+    return m;
+}
+
+static uint16_t unsigned_max_of(const uint16_t *lane, int count)
+{
+    uint16_t m = lane[0];
+
+    for (int j = 1; j < count; j++)
+        m = lane[j] > m ? lane[j] : m;
+    return m;
+}
+
+static uint16_t unsigned_min_of(const uint16_t *lane, int count)
+{
+    uint16_t m = lane[0];
+
+    for (int j = 1; j < count; j++)
+        m = lane[j] < m ? lane[j] : m;
+    return m;
+}
+
+/*
+ * Set the minimum and maximum of a run from two extremes of the raw bit
+ * patterns of all its elements, NaN, Inf and -0 included (the one-pass
+ * kernels). As int16, non-negative values sort by size above every negative
+ * one, so the signed maximum is the largest value. As uint16, negative
+ * values sort by magnitude above every non-negative one, so the unsigned
+ * maximum is the smallest value.
+ *
+ * Returns 0, so that the careful pass runs, when the patterns do not give
+ * the result. That is the case with a NaN or Inf (signed maximum above
+ * 0x7f7f or unsigned maximum above 0xff7f), with no value whose sign bit is
+ * clear, and with none whose sign bit is set. -0 counts as a value with the
+ * sign bit set, because the sign bit is all these extremes see.
+ */
+static int stats_fast_min_max(int16_t signed_max, uint16_t unsigned_max,
+                              struct bcpm_stats_block *out)
+{
+    if (signed_max < 0 || signed_max > 0x7f7f || unsigned_max < 0x8000u ||
+        unsigned_max > 0xff7fu)
+        return 0;
+    out->max = bcpm_bf16_to_f32((uint16_t)signed_max);
+    /* -0 as the largest "negative" means there is no negative value: the minimum is +0. */
+    out->min = bcpm_bf16_to_f32(unsigned_max == 0x8000u ? 0 : unsigned_max);
+    return 1;
+}
+
+/*
+ * Set the minimum and maximum from all four extremes of the finite elements,
+ * with -0 made +0 (the careful passes). These also cover runs of one sign.
+ * With no non-negative value, the maximum is the negative value of least
+ * magnitude, which is the unsigned minimum. With no negative value, the
+ * minimum is the signed minimum. At least one finite element must have
+ * been seen.
+ */
+static void stats_careful_min_max(int16_t signed_max, uint16_t unsigned_min,
+                                  uint16_t unsigned_max, int16_t signed_min,
+                                  struct bcpm_stats_block *out)
+{
+    out->max = bcpm_bf16_to_f32(signed_max >= 0 ? (uint16_t)signed_max : unsigned_min);
+    out->min = bcpm_bf16_to_f32(unsigned_max >= 0x8000u ? unsigned_max : (uint16_t)signed_min);
 }
 
 /* ---- AVX2 ---- */
@@ -220,72 +305,188 @@ AVX2 static uint64_t avx2_count_nonfinite_bf16(const uint16_t *x, size_t n)
     return count + bcpm_quant_kernels_scalar.count_nonfinite_bf16(x + i, n - i);
 }
 
-AVX2 static void avx2_stats_bf16(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
+/*
+ * Add 16 elements to the sums. Even elements become floats by a shift and
+ * odd ones by a mask, as in avx2_abs_sum_bf16. So acc[0] contains canonical
+ * lanes 0, 2, 4, 6, acc[1] lanes 1, 3, 5, 7, acc[2] lanes 8 to 14 and
+ * acc[3] lanes 9 to 15, for the sums and the squares alike.
+ *
+ * As in stats512_add, x*x is exact in double, so fma(x, x, acc) rounds as
+ * acc + x*x does. Half the additions run as fma(x, 1, acc), which balances
+ * the add and multiply pipes. Only a NaN could tell the two forms apart, and
+ * no NaN reaches a sum that is kept.
+ */
+AVX2 static inline __attribute__((always_inline)) void
+stats256_sums(__m256i v, __m256d sum[4], __m256d squares[4])
 {
-    __m256d sum[4], sq[4];
-    __m256 vmin = _mm256_set1_ps(INFINITY), vmax = _mm256_set1_ps(-INFINITY);
-    const __m256i mask = _mm256_set1_epi32(0x7fff), exponent = _mm256_set1_epi32(0x7f80);
-    const __m256i mantissa = _mm256_set1_epi32(0x7f), zero = _mm256_setzero_si256();
-    double lanes[BCPM_SUM_LANES], squares[BCPM_SUM_LANES];
-    uint64_t nan = 0, inf = 0, zeros = 0;
+    const __m256d one = _mm256_set1_pd(1.0);
+    __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(-65536)));
+    __m256d d[4];
+
+    d[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(even));
+    d[1] = _mm256_cvtps_pd(_mm256_castps256_ps128(odd));
+    d[2] = _mm256_cvtps_pd(_mm256_extractf128_ps(even, 1));
+    d[3] = _mm256_cvtps_pd(_mm256_extractf128_ps(odd, 1));
+    /* Written out rather than looped: a loop here keeps the accumulators in memory. */
+    sum[0] = _mm256_add_pd(sum[0], d[0]);
+    sum[1] = _mm256_fmadd_pd(d[1], one, sum[1]);
+    sum[2] = _mm256_add_pd(sum[2], d[2]);
+    sum[3] = _mm256_fmadd_pd(d[3], one, sum[3]);
+    squares[0] = _mm256_fmadd_pd(d[0], d[0], squares[0]);
+    squares[1] = _mm256_fmadd_pd(d[1], d[1], squares[1]);
+    squares[2] = _mm256_fmadd_pd(d[2], d[2], squares[2]);
+    squares[3] = _mm256_fmadd_pd(d[3], d[3], squares[3]);
+}
+
+/* Store the accumulators of stats256_sums in canonical lane order. */
+AVX2 static void stats256_lanes(const __m256d acc[4], double lane[BCPM_SUM_LANES])
+{
+    double even[8], odd[8];
+
+    _mm256_storeu_pd(even, acc[0]);
+    _mm256_storeu_pd(odd, acc[1]);
+    _mm256_storeu_pd(even + 4, acc[2]);
+    _mm256_storeu_pd(odd + 4, acc[3]);
+    interleave_lanes(even, odd, lane);
+}
+
+/*
+ * Compute the statistics of a run in one pass with no per-block branch, as
+ * stats512_fast does. Every element goes into the sums, and the minimum and
+ * maximum come from the signed and unsigned maxima of the bit patterns (see
+ * stats_fast_min_max). The last n mod 16 elements go through the scalar
+ * kernel. Returns 0, with *out unspecified, when the run needs the careful
+ * pass.
+ */
+AVX2 static int stats256_fast(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
+{
+    __m256d sum[4], squares[4];
+    __m256i signed_max = _mm256_set1_epi16(INT16_MIN), unsigned_max = _mm256_setzero_si256();
+    const __m256i key_mask = _mm256_set1_epi16(0x7fff);
+    double sum_lanes[BCPM_SUM_LANES], square_lanes[BCPM_SUM_LANES];
+    int16_t smax[16];
+    uint16_t umax[16];
+    uint64_t zero_bits = 0;
     size_t i = 0;
 
     for (int r = 0; r < 4; r++) {
         sum[r] = _mm256_setzero_pd();
-        sq[r] = _mm256_setzero_pd();
+        squares[r] = _mm256_setzero_pd();
     }
     for (; i + 16 <= n; i += 16) {
-        for (int h = 0; h < 2; h++) {
-            __m256i raw = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i + 8 * h)));
-            __m256i key = _mm256_and_si256(raw, mask);
-            __m256i nonfinite = _mm256_cmpeq_epi32(_mm256_and_si256(key, exponent), exponent);
-            __m256i has_mantissa = _mm256_xor_si256(
-                _mm256_cmpeq_epi32(_mm256_and_si256(key, mantissa), zero), _mm256_set1_epi32(-1));
-            __m256i is_nan = _mm256_and_si256(nonfinite, has_mantissa);
-            __m256i is_zero = _mm256_cmpeq_epi32(key, zero);
-            /* Finite values with -0 made +0; NaN and Inf lanes become +0 for the sums. */
-            __m256i drop = _mm256_or_si256(nonfinite, is_zero);
-            __m256 v = _mm256_castsi256_ps(_mm256_andnot_si256(drop, _mm256_slli_epi32(raw, 16)));
-            /* NaN and Inf lanes must not move min and max: use the running values there. */
-            __m256 for_min = _mm256_blendv_ps(v, vmin, _mm256_castsi256_ps(nonfinite));
-            __m256 for_max = _mm256_blendv_ps(v, vmax, _mm256_castsi256_ps(nonfinite));
-            __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-            __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i is_zero = _mm256_cmpeq_epi16(_mm256_and_si256(v, key_mask),
+                                             _mm256_setzero_si256());
 
-            vmin = _mm256_min_ps(vmin, for_min);
-            vmax = _mm256_max_ps(vmax, for_max);
-            sum[2 * h] = _mm256_add_pd(sum[2 * h], lo);
-            sum[2 * h + 1] = _mm256_add_pd(sum[2 * h + 1], hi);
-            sq[2 * h] = _mm256_add_pd(sq[2 * h], _mm256_mul_pd(lo, lo));
-            sq[2 * h + 1] = _mm256_add_pd(sq[2 * h + 1], _mm256_mul_pd(hi, hi));
-            nan += (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(is_nan)));
-            inf += (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(
-                       _mm256_castsi256_ps(_mm256_andnot_si256(is_nan, nonfinite))));
-            zeros += (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(is_zero)));
-        }
+        /* Two mask bits per element: halved after the loop. */
+        zero_bits += (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(is_zero));
+        signed_max = _mm256_max_epi16(signed_max, v);
+        unsigned_max = _mm256_max_epu16(unsigned_max, v);
+        stats256_sums(v, sum, squares);
     }
+
     memset(out, 0, sizeof(*out));
-    out->nan = nan;
-    out->inf = inf;
-    out->zeros = zeros;
-    {
-        float m[8], M[8];
-        _mm256_storeu_ps(m, vmin);
-        _mm256_storeu_ps(M, vmax);
-        out->min = INFINITY;
-        out->max = -INFINITY;
-        for (int j = 0; j < 8; j++) {
-            if (m[j] < out->min)
-                out->min = m[j];
-            if (M[j] > out->max)
-                out->max = M[j];
-        }
-    }
+    _mm256_storeu_si256((__m256i *)smax, signed_max);
+    _mm256_storeu_si256((__m256i *)umax, unsigned_max);
+    if (!stats_fast_min_max(signed_max_of(smax, 16), unsigned_max_of(umax, 16), out))
+        return 0;
+    out->zeros = zero_bits / 2;
+    stats256_lanes(sum, sum_lanes);
+    stats256_lanes(squares, square_lanes);
+    bcpm_quant_stats_finish(x, i, n, out, sum_lanes, square_lanes);
+    return 1;
+}
+
+/*
+ * Prepare a block of 16 that contains NaN or Inf for the sums and the
+ * extremes. `nonfinite` is set in their lanes, and `key` is the block with
+ * the sign bits cleared. Adds the NaN to counts[0] and the Inf to
+ * counts[1], and sets their lanes to +0 in *sums and to a copy of a finite
+ * element in *extremes. Returns 0 when no element is finite.
+ */
+AVX2 static int stats256_nonfinite(const uint16_t *x, __m256i key, __m256i nonfinite,
+                                   uint64_t counts[2], __m256i *sums, __m256i *extremes)
+{
+    unsigned bad = (unsigned)_mm256_movemask_epi8(nonfinite);
+    unsigned nans = (unsigned)_mm256_movemask_epi8(
+        _mm256_cmpgt_epi16(key, _mm256_set1_epi16(0x7f80)));
+    uint16_t fill;
+
+    counts[0] += (uint64_t)_mm_popcnt_u32(nans) / 2;
+    counts[1] += (uint64_t)_mm_popcnt_u32(bad & ~nans) / 2;
+    if (bad == 0xffffffffu)
+        return 0;
+    fill = x[__builtin_ctz(~bad) / 2];
+    if ((fill & 0x7fffu) == 0)
+        fill = 0;
+    *sums = _mm256_andnot_si256(nonfinite, *sums);
+    *extremes = _mm256_blendv_epi8(*sums, _mm256_set1_epi16((short)fill), nonfinite);
+    return 1;
+}
+
+/*
+ * Compute the statistics 16 elements at a time. stats256_fast handles
+ * nearly every run, and this careful pass takes the runs it rejects, as in
+ * avx512_stats_bf16. It leaves NaN and Inf out block by block and keeps all
+ * four integer extremes of the bit patterns (-0 made +0). The last n mod 16
+ * elements go through the scalar kernel.
+ */
+AVX2 static void avx2_stats_bf16(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
+{
+    __m256d sum[4], squares[4];
+    __m256i signed_max = _mm256_set1_epi16(INT16_MIN), unsigned_min = _mm256_set1_epi16(-1);
+    __m256i unsigned_max = _mm256_setzero_si256(), signed_min = _mm256_set1_epi16(INT16_MAX);
+    const __m256i key_mask = _mm256_set1_epi16(0x7fff);
+    const __m256i largest_finite = _mm256_set1_epi16(0x7f7f);
+    double sum_lanes[BCPM_SUM_LANES], square_lanes[BCPM_SUM_LANES];
+    uint64_t counts[2] = {0, 0}, zero_bits = 0;
+    size_t i = 0;
+
+    if (stats256_fast(x, n, out))
+        return;
     for (int r = 0; r < 4; r++) {
-        _mm256_storeu_pd(lanes + 4 * r, sum[r]);
-        _mm256_storeu_pd(squares + 4 * r, sq[r]);
+        sum[r] = _mm256_setzero_pd();
+        squares[r] = _mm256_setzero_pd();
     }
-    bcpm_quant_stats_finish(x, i, n, out, lanes, squares);
+    for (; i + 16 <= n; i += 16) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i key = _mm256_and_si256(v, key_mask);
+        __m256i is_zero = _mm256_cmpeq_epi16(key, _mm256_setzero_si256());
+        __m256i nonfinite = _mm256_cmpgt_epi16(key, largest_finite);
+        __m256i sums = _mm256_andnot_si256(is_zero, v), extremes = sums;
+
+        zero_bits += (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_epi8(is_zero));
+        if (__builtin_expect(!_mm256_testz_si256(nonfinite, nonfinite), 0) &&
+            !stats256_nonfinite(x + i, key, nonfinite, counts, &sums, &extremes))
+            continue;
+        signed_max = _mm256_max_epi16(signed_max, extremes);
+        unsigned_min = _mm256_min_epu16(unsigned_min, extremes);
+        unsigned_max = _mm256_max_epu16(unsigned_max, extremes);
+        signed_min = _mm256_min_epi16(signed_min, extremes);
+        stats256_sums(sums, sum, squares);
+    }
+
+    memset(out, 0, sizeof(*out));
+    out->nan = counts[0];
+    out->inf = counts[1];
+    out->zeros = zero_bits / 2;
+    out->min = INFINITY;
+    out->max = -INFINITY;
+    if (out->nan + out->inf < i) {
+        int16_t smax[16], smin[16];
+        uint16_t umin[16], umax[16];
+
+        _mm256_storeu_si256((__m256i *)smax, signed_max);
+        _mm256_storeu_si256((__m256i *)umin, unsigned_min);
+        _mm256_storeu_si256((__m256i *)umax, unsigned_max);
+        _mm256_storeu_si256((__m256i *)smin, signed_min);
+        stats_careful_min_max(signed_max_of(smax, 16), unsigned_min_of(umin, 16),
+                              unsigned_max_of(umax, 16), signed_min_of(smin, 16), out);
+    }
+    stats256_lanes(sum, sum_lanes);
+    stats256_lanes(squares, square_lanes);
+    bcpm_quant_stats_finish(x, i, n, out, sum_lanes, square_lanes);
 }
 
 AVX2 static void avx2_bf16_to_f32(const uint16_t *x, size_t n, float *out)
@@ -728,14 +929,10 @@ AVX512 static int stats512_partial(const uint16_t *x, __m512i v, __mmask32 valid
 
 /*
  * The common case of avx512_stats_bf16, in one pass with no per-block
- * branch. Every element, NaN and Inf included, goes into the sums. The
- * maximum comes from the signed maximum of the bit patterns, because as
- * int16 non-negative values sort by size above every negative one. The
- * minimum comes from the unsigned maximum, because as uint16 negative values
- * sort by magnitude above every non-negative one. Returns 0, with *out unspecified, when the
- * run needs the careful pass: a NaN or Inf (signed maximum above 0x7f7f or
- * unsigned maximum above 0xff7f), no value with the sign bit clear, or none
- * with it set (-0 included, as the sign bit is all these extremes see).
+ * branch. Every element, NaN and Inf included, goes into the sums, and the
+ * minimum and maximum come from the signed and unsigned maxima of the bit
+ * patterns (see stats_fast_min_max). Returns 0, with *out unspecified, when
+ * the run needs the careful pass.
  */
 AVX512 static int stats512_fast(const uint16_t *x, size_t n, struct bcpm_stats_block *out)
 {
@@ -785,20 +982,12 @@ AVX512 static int stats512_fast(const uint16_t *x, size_t n, struct bcpm_stats_b
         sq_odd = _mm512_fmadd_pd(o1, o1, _mm512_fmadd_pd(o0, o0, sq_odd));
     }
 
+    memset(out, 0, sizeof(*out));
     _mm512_storeu_si512((void *)smax, signed_max);
     _mm512_storeu_si512((void *)umax, unsigned_max);
-    for (int j = 1; j < 32; j++) {
-        smax[0] = smax[j] > smax[0] ? smax[j] : smax[0];
-        umax[0] = umax[j] > umax[0] ? umax[j] : umax[0];
-    }
-    if (smax[0] < 0 || smax[0] > 0x7f7f || umax[0] < 0x8000u || umax[0] > 0xff7fu)
+    if (!stats_fast_min_max(signed_max_of(smax, 32), unsigned_max_of(umax, 32), out))
         return 0;
-
-    memset(out, 0, sizeof(*out));
     out->zeros = zeros;
-    out->max = bcpm_bf16_to_f32((uint16_t)smax[0]);
-    /* -0 as the largest "negative" means there is no negative value: the minimum is +0. */
-    out->min = bcpm_bf16_to_f32(umax[0] == 0x8000u ? 0 : umax[0]);
     _mm512_storeu_pd(e, sum_even);
     _mm512_storeu_pd(o, sum_odd);
     interleave_lanes(e, o, sum);
@@ -863,14 +1052,8 @@ AVX512 static void avx512_stats_bf16(const uint16_t *x, size_t n, struct bcpm_st
         _mm512_storeu_si512((void *)umin, s.unsigned_min);
         _mm512_storeu_si512((void *)umax, s.unsigned_max);
         _mm512_storeu_si512((void *)smin, s.signed_min);
-        for (int j = 1; j < 32; j++) {
-            smax[0] = smax[j] > smax[0] ? smax[j] : smax[0];
-            umin[0] = umin[j] < umin[0] ? umin[j] : umin[0];
-            umax[0] = umax[j] > umax[0] ? umax[j] : umax[0];
-            smin[0] = smin[j] < smin[0] ? smin[j] : smin[0];
-        }
-        out->max = bcpm_bf16_to_f32(smax[0] >= 0 ? (uint16_t)smax[0] : umin[0]);
-        out->min = bcpm_bf16_to_f32(umax[0] >= 0x8000u ? umax[0] : (uint16_t)smin[0]);
+        stats_careful_min_max(signed_max_of(smax, 32), unsigned_min_of(umin, 32),
+                              unsigned_max_of(umax, 32), signed_min_of(smin, 32), out);
     }
     _mm512_storeu_pd(e, s.sum_even);
     _mm512_storeu_pd(o, s.sum_odd);
@@ -1067,10 +1250,18 @@ static const struct bcpm_quant_kernels avx512_table = {
     .reference_bf16 = avx512_reference_bf16,
 };
 
+/* Read F16C from CPUID leaf 1, because clang 14 rejects "f16c" in __builtin_cpu_supports. */
+static int cpu_has_f16c(void)
+{
+    unsigned int eax, ebx, ecx, edx;
+
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
 const struct bcpm_quant_kernels *bcpm_quant_kernels_avx2(void)
 {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+    if (__builtin_cpu_supports("avx2") && cpu_has_f16c() && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("popcnt"))
         return &avx2_table;
     return NULL;

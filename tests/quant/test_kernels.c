@@ -462,6 +462,59 @@ static void kernels_stats_runs(void **state)
     each_table(check_stats_runs);
 }
 
+/*
+ * Statistics of runs where whole SIMD blocks contain no finite value, or
+ * just one. A table must leave such a block out of the minimum and maximum,
+ * and must not use a NaN or Inf lane in place of the missing elements.
+ * Cases: NaN and Inf only. NaN and Inf in the first 32 elements and
+ * ordinary values after them. One finite value (-0, +0, -1 or +1) among NaN
+ * and Inf at each position of the first 64, alone or after 16 ordinary
+ * values of both signs.
+ */
+static void check_stats_nonfinite(const struct bcpm_quant_kernels *k,
+                                  const struct bcpm_quant_kernels *s)
+{
+    enum { RUN = 100 };
+    uint16_t x[RUN];
+    /* One NaN payload only: which of two NaN operands the scalar abs_sum
+       propagates depends on the compiler (gcc 12 and clang 14 differ). */
+    const uint16_t nonfinite[] = {0x7fc0u, 0xffc0u, 0x7f80u, 0xff80u};
+    const uint16_t lone[] = {0x8000u, 0x0000u, 0xbf80u, 0x3f80u};
+    uint32_t seed = 43;
+
+    /* NaN and Inf only, then ordinary values from element 32 on. */
+    for (int i = 0; i < RUN; i++)
+        x[i] = nonfinite[next_random(&seed) % 4];
+    for (size_t n = 0; n <= RUN; n++)
+        compare_stats(k, s, x, n);
+    for (int i = 32; i < RUN; i++)
+        x[i] = bcpm_f32_to_bf16(((float)(next_random(&seed) % 2001) - 1000.0f) * 0.0003f);
+    for (size_t n = 0; n <= RUN; n++)
+        compare_stats(k, s, x, n);
+
+    /* One finite value among NaN and Inf, with or without ordinary values before it. */
+    for (int prefix = 0; prefix <= 16; prefix += 16) {
+        for (size_t v = 0; v < sizeof(lone) / sizeof(lone[0]); v++) {
+            for (int at = prefix; at < 64; at++) {
+                for (int i = 0; i < RUN; i++)
+                    x[i] = nonfinite[(size_t)(i + at) % 4];
+                for (int i = 0; i < prefix; i++)
+                    x[i] = bcpm_f32_to_bf16((float)(i - 7) * 0.25f);
+                x[at] = lone[v];
+                compare_stats(k, s, x, 64);
+                compare_stats(k, s, x, (size_t)at + 1);
+                compare_stats(k, s, x, RUN);
+            }
+        }
+    }
+}
+
+static void kernels_stats_nonfinite(void **state)
+{
+    (void)state;
+    each_table(check_stats_nonfinite);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -473,6 +526,7 @@ int main(void)
         cmocka_unit_test(kernels_reference),
         cmocka_unit_test(kernels_reference_export),
         cmocka_unit_test(kernels_stats_runs),
+        cmocka_unit_test(kernels_stats_nonfinite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
