@@ -263,6 +263,14 @@ def write_pairs(out, generator, eps):
     planted("pseudo.pt", "values.nonfinite", name, 9, 33, note="NaN in the latent",
             latent_file="latent_nan.pt")
 
+    # A latent ternary tensor in float64, a dtype the comparison does not take:
+    # the run must stop with a critical finding (not listed in defects.txt,
+    # whose pairs all run to the end).
+    bad = dict(latent)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    bad[name] = latent[name].double()
+    torch.save(bad, os.path.join(out, "latent_f64.pt"))
+
     with open(os.path.join(out, "defects.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

@@ -406,6 +406,11 @@ int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset
         bcpm_error_file(&err, catalog->path);
         cli_error(CHECK_PROGRAM, "reference comparison with %s failed: %s", r->path,
                   bcpm_error_format(&err, text, sizeof(text)));
+        /* A run that exits 2 names its cause in the reports too, as an unreadable file does. */
+        bcpm_findings_add(&result->findings, "format.unreadable", BCPM_SEVERITY_CRITICAL,
+                          err.file[0] ? err.file : catalog->path, err.entry[0] ? err.entry : NULL,
+                          "the comparison with the reference %s stopped here: %s", r->path,
+                          err.message);
         return CLI_EXIT_FAILED;
     }
 

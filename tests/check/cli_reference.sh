@@ -257,6 +257,18 @@ code=$?
 [ "$(grep -c 'the group size 3 does not divide the' "$tmp/g3.out")" = "$nternary" ] ||
     fail "--group-size 3: expected one reference.codes finding per ternary tensor"
 
+# A latent ternary tensor in float64 (a dtype the comparison does not take)
+# stops the comparison: exit 2, and a critical finding names the tensor.
+"$check" --no-audit --format json "$pairs/pseudo.pt" --reference "$pairs/latent_f64.pt" \
+    >"$tmp/f64.json" 2>"$tmp/f64.err"
+code=$?
+[ "$code" = 2 ] || fail "float64 latent: exit $code, expected 2"
+[ "$("$probe" "$tmp/f64.json" verdict)" = fail ] || fail "float64 latent: verdict is not fail"
+has_finding "$tmp/f64.json" format.unreadable model.layers.0.self_attn.q_proj.weight -1 -1 ||
+    fail "float64 latent: no format.unreadable finding on the q_proj tensor"
+grep -q "must be BF16, F16 or F32, found F64" "$tmp/f64.json" ||
+    fail "float64 latent: the finding does not say which dtype was found"
+
 # One reference per run: a second --reference is a usage error.
 "$check" --no-audit "$pairs/pseudo.pt" --reference "$pairs/latent.pt" \
     --reference "$pairs/latent_nan.pt" >/dev/null 2>"$tmp/twice-ref.err"
