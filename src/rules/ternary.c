@@ -74,25 +74,36 @@ static void report_values(struct check_ctx *ctx, size_t i)
     const struct rule_check *c = rules_select(ctx->rs, "ternary.values", t->name,
                                               BCPM_ROLE_TERNARY);
     uint64_t codes = s->codes[0] + s->codes[1] + s->codes[2];
+    char tail[160];
     struct bcpm_finding *f;
 
     if (!s->scanned || s->groups_bad == 0)
         return;
+
+    /* Without a single-scale group there are no code fractions to give. */
+    if (codes)
+        snprintf(tail, sizeof(tail), "codes -1/0/+1 over ternary groups: %.3f/%.3f/%.3f",
+                 (double)s->codes[0] / (double)codes, (double)s->codes[1] / (double)codes,
+                 (double)s->codes[2] / (double)codes);
+    else
+        snprintf(tail, sizeof(tail), "no group holds a single scale");
+    if (s->groups_sharded)
+        snprintf(tail + strlen(tail), sizeof(tail) - strlen(tail),
+                 "; %" PRIu64 " other %s one scale per column block (ternary.groups)",
+                 s->groups_sharded, s->groups_sharded == 1 ? "group holds" : "groups hold");
+
     f = check_report(ctx, c, severity_of(c), check_tensor_file(ctx, i), t->name,
                      "%" PRIu64 " of %" PRIu64 " groups (group size %" PRId64 ") %s not "
                      "ternary; the first value that is not -s, 0 or +s is %.9g at row %" PRId64
                      ", column %" PRId64 ", where the group's scale s is %.9g and the group "
-                     "holds %s%u distinct magnitudes; codes -1/0/+1 over ternary groups: "
-                     "%.3f/%.3f/%.3f",
+                     "holds %s%u distinct magnitudes; %s",
                      s->groups_bad, s->groups, s->group_size,
                      s->groups_bad == 1 ? "is" : "are", s->bad_value, s->bad_row,
                      s->bad_column, s->bad_scale,
                      s->bad_magnitudes > BCPM_TERNARY_MAX_MAGNITUDES ? "more than " : "",
                      s->bad_magnitudes > BCPM_TERNARY_MAX_MAGNITUDES
                          ? (unsigned)BCPM_TERNARY_MAX_MAGNITUDES : (unsigned)s->bad_magnitudes,
-                     codes ? (double)s->codes[0] / (double)codes : 0,
-                     codes ? (double)s->codes[1] / (double)codes : 0,
-                     codes ? (double)s->codes[2] / (double)codes : 0);
+                     tail);
     if (f) {
         f->row = s->bad_row;
         f->column = s->bad_column;
