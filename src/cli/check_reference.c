@@ -366,6 +366,41 @@ static int compare_or_finish(struct check_reference *r, const struct bcpm_catalo
                                            &result->findings, results, nresults, err);
 }
 
+/*
+ * An export whose values are not ternary (stage latent) with reference.codes
+ * findings is most likely a latent checkpoint passed as PATH, the two
+ * arguments swapped. Say so once, beside the per-tensor findings.
+ */
+static void note_latent_export(struct bcpm_check_result *result, size_t first_file,
+                               size_t first_finding, const char *path, const char *reference)
+{
+    int codes = 0;
+
+    if (first_file >= result->nfiles || result->files[first_file].stage_detected !=
+                                            BCPM_STAGE_LATENT)
+        return;
+    for (size_t i = first_finding; i < result->findings.count && !codes; i++)
+        codes = strcmp(result->findings.items[i].rule, "reference.codes") == 0;
+    if (!codes)
+        return;
+    if (!bcpm_findings_add(&result->findings, "reference.codes", BCPM_SEVERITY_ERROR, path,
+                           NULL,
+                           "the checked checkpoint holds latent weights, not ternary codes, so "
+                           "it cannot be the export of %s; were the checkpoint and --reference "
+                           "swapped?",
+                           reference))
+        return;
+
+    /* First among the comparison's findings, where the truncated text report shows it. */
+    {
+        struct bcpm_finding note = result->findings.items[result->findings.count - 1];
+        struct bcpm_finding *at = &result->findings.items[first_finding];
+
+        memmove(at + 1, at, (result->findings.count - 1 - first_finding) * sizeof(*at));
+        *at = note;
+    }
+}
+
 int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset *rs,
                             const struct bcpm_catalog *catalog,
                             struct bcpm_check_result *result, size_t first_file)
@@ -397,9 +432,11 @@ int check_reference_compare(struct check_reference *r, const struct bcpm_ruleset
     rc = compare_or_finish(r, catalog, names, nnames, &options, result, &results, &nresults,
                            &err);
     free(names);
-    if (rc == 0)
+    if (rc == 0) {
         fold_boundary(&result->findings, first_finding, results, nresults, options.policy,
                       catalog->path);
+        note_latent_export(result, first_file, first_finding, catalog->path, r->path);
+    }
     /* The rule files set the severities of reference.* findings or disable them. */
     bcpm_ruleset_apply(rs, &result->findings, first_finding);
     if (rc != 0) {

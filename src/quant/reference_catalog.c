@@ -680,11 +680,19 @@ int bcpm_reference_run_finish(struct bcpm_reference_run *run, const char *const 
             rc = bcpm_error_set(err, BCPM_ERR_NOMEM, pseudo->path, NULL, "out of memory");
     }
 
-    /* Tensors only the latent side has. */
+    /*
+     * Tensors only the latent side has. The finding goes on the checked
+     * checkpoint, which is the one that lacks them and whose report (a JUnit
+     * suite, a SARIF location) must show it.
+     */
     for (size_t i = 0; i < latent->ntensors && rc == 0; i++) {
         const struct bcpm_tensor *l = &latent->tensors[i];
         if (!bcpm_catalog_find(pseudo, l->name) &&
-            add_missing(findings, latent, l, "latent", pseudo->path) != 0)
+            !bcpm_findings_add(findings, "reference.missing", BCPM_SEVERITY_ERROR, pseudo->path,
+                               l->name,
+                               "the tensor is in the latent checkpoint %s but missing from "
+                               "this pseudo-quantized one",
+                               file_of(latent, l)))
             rc = bcpm_error_set(err, BCPM_ERR_NOMEM, latent->path, NULL, "out of memory");
     }
 

@@ -6,6 +6,7 @@
  */
 #include "report/report.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -231,19 +232,32 @@ static void print_rule_table(const struct terminal *t, const struct bcpm_report_
     }
 }
 
+/* 1 when message contains word followed by the number n and then no digit ("row 5,"). */
+static int names_number(const char *message, const char *word, int64_t n)
+{
+    char text[48];
+    size_t len;
+
+    if (!message)
+        return 0;
+    len = (size_t)snprintf(text, sizeof(text), "%s %" PRId64, word, n);
+    for (const char *p = strstr(message, text); p; p = strstr(p + 1, text)) {
+        if (!isdigit((unsigned char)p[len]))
+            return 1;
+    }
+    return 0;
+}
+
 /*
  * Position details of a finding, shown with -v: " (row 3, column 17, value 0.25)".
- * A row and column the message already names are not repeated.
+ * A row or column the message already names is not repeated.
  */
 static void print_position(FILE *out, const struct bcpm_finding *f)
 {
     const char *sep = " (";
-    char named[64];
-    int any = 0, show_row = f->row >= 0, show_column = f->column >= 0;
-
-    snprintf(named, sizeof(named), "row %" PRId64 ", column %" PRId64, f->row, f->column);
-    if (show_row && show_column && f->message && strstr(f->message, named))
-        show_row = show_column = 0;
+    int any = 0;
+    int show_row = f->row >= 0 && !names_number(f->message, "row", f->row);
+    int show_column = f->column >= 0 && !names_number(f->message, "column", f->column);
 
     if (show_row) {
         fprintf(out, "%srow %" PRId64, sep, f->row);
@@ -492,6 +506,11 @@ static void print_reference(const struct terminal *t)
         const struct bcpm_report_reference *ref = &o->reference[i];
 
         fputs("  ", t->out);
+        /* Several checkpoints can share one reference: name the one the tensor is in. */
+        if (t->result->nfiles > 1 && ref->file < t->result->nfiles) {
+            put_text(t->out, t->result->files[ref->file].path);
+            fputs(": ", t->out);
+        }
         put_text(t->out, ref->name ? ref->name : "?");
         fprintf(t->out,
                 ": policy %s, %" PRIu64 " of %" PRIu64 " match, %" PRIu64 " boundary, %" PRIu64
@@ -632,7 +651,8 @@ int bcpm_report_terminal(FILE *out, const struct bcpm_check_result *result,
     rc = print_offenders(&t);
     if (rc == 0 && t.options->verbosity > 0)
         print_tensor_stats(&t);
-    if (rc == 0 && t.options->reference)
+    /* With --reference the section shows even when no tensor could be compared. */
+    if (rc == 0 && (t.options->reference || t.options->reference_path))
         print_reference(&t);
     if (rc == 0 && t.options->npreview > 0)
         print_preview(&t);

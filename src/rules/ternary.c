@@ -41,6 +41,29 @@ static int looks_latent(const struct check_ctx *ctx, const struct ternary_summar
     return s->scanned && s->groups && (double)s->groups_many > fraction * (double)s->groups;
 }
 
+/*
+ * Give f the file offset of element index of tensor i, when the tensor's
+ * bytes lie in its mapped file (an inflated zip entry has no file offset).
+ */
+static void set_offset(const struct check_ctx *ctx, size_t i, uint64_t index,
+                       struct bcpm_finding *f)
+{
+    const struct bcpm_tensor *t = &ctx->cat->tensors[i];
+
+    if (!f || index >= t->numel || !bcpm_quant_tensor_map(ctx->cat, t))
+        return;
+    f->has_offset = 1;
+    f->offset = t->byte_offset + bcpm_tensor_element_offset(t, index);
+}
+
+/* "NaN", "Inf" or "-Inf": the C library may print a NaN as "-nan". */
+static const char *nonfinite_name(double v)
+{
+    if (isnan(v))
+        return "NaN";
+    return v < 0 ? "-Inf" : "Inf";
+}
+
 static void report_nonfinite(struct check_ctx *ctx, size_t i)
 {
     const struct bcpm_tensor *t = &ctx->cat->tensors[i];
@@ -57,13 +80,14 @@ static void report_nonfinite(struct check_ctx *ctx, size_t i)
     index = (uint64_t)info->first_nonfinite;
     f = check_report(ctx, c, severity_of(c), check_tensor_file(ctx, i), t->name,
                      "%" PRIu64 " NaN and %" PRIu64 " Inf of %" PRIu64 " elements; the first "
-                     "is %g at row %" PRIu64 ", column %" PRIu64, st->nan, st->inf, t->numel,
-                     info->nonfinite_value, columns ? index / columns : 0,
+                     "is %s at row %" PRIu64 ", column %" PRIu64, st->nan, st->inf, t->numel,
+                     nonfinite_name(info->nonfinite_value), columns ? index / columns : 0,
                      columns ? index % columns : 0);
     if (f) {
         f->row = (int64_t)(columns ? index / columns : 0);
         f->column = (int64_t)(columns ? index % columns : 0);
         f->value = info->nonfinite_value;
+        set_offset(ctx, i, index, f);
     }
 }
 
@@ -108,6 +132,8 @@ static void report_values(struct check_ctx *ctx, size_t i)
         f->row = s->bad_row;
         f->column = s->bad_column;
         f->value = s->bad_value;
+        if (s->bad_row >= 0 && s->bad_column >= 0)
+            set_offset(ctx, i, (uint64_t)s->bad_row * s->columns + (uint64_t)s->bad_column, f);
     }
 }
 

@@ -266,6 +266,33 @@ has_finding "$tmp/f64.json" format.unreadable model.layers.0.self_attn.q_proj.we
 grep -q "must be BF16, F16 or F32, found F64" "$tmp/f64.json" ||
     fail "float64 latent: the finding does not say which dtype was found"
 
+# A tensor missing from the export fails that export's own JUnit suite; the
+# latent file gets no suite of its own.
+"$check" --no-audit --junit "$tmp/missing.xml" "$pairs/missing.pt" \
+    --reference "$pairs/latent.pt" >/dev/null 2>&1
+[ "$(grep -c '<testsuite ' "$tmp/missing.xml")" = 1 ] ||
+    fail "missing.pt JUnit: $(grep -c '<testsuite ' "$tmp/missing.xml") suites, expected 1"
+grep -q 'classname="reference\.missing" name="all"' "$tmp/missing.xml" &&
+    fail "missing.pt JUnit: reference.missing passes"
+grep -A1 'classname="reference\.missing"' "$tmp/missing.xml" | grep -q '<failure' ||
+    fail "missing.pt JUnit: no failing reference.missing case"
+
+# The two arguments swapped: the checked file holds latent weights, and one
+# finding says so first among the comparison's findings.
+"$check" --no-audit "$pairs/latent.pt" --reference "$pairs/pseudo.pt" >"$tmp/swapped.txt" 2>&1
+grep -A1 '^  reference.codes (' "$tmp/swapped.txt" | grep -q "were the checkpoint and --reference swapped?" ||
+    fail "swapped arguments: no note that they look swapped"
+"$check" --no-audit "$pairs/flip.pt" --reference "$pairs/latent.pt" >"$tmp/not-swapped.txt" 2>&1
+grep -q "swapped?" "$tmp/not-swapped.txt" && fail "flip.pt: a swapped-arguments note on an export"
+
+# Two checkpoints against one reference: -v names the checkpoint of each tensor line.
+"$check" --no-audit -v "$pairs/scale.pt" "$pairs/flip.pt" --reference "$pairs/latent.pt" \
+    >"$tmp/two.txt" 2>&1
+for f in scale.pt flip.pt; do
+    [ "$(grep -c "^  $pairs/$f: model\..*: policy " "$tmp/two.txt")" = "$nternary" ] ||
+        fail "two checkpoints -v: $f does not name its $nternary compared tensors"
+done
+
 # One reference per run: a second --reference is a usage error.
 "$check" --no-audit "$pairs/pseudo.pt" --reference "$pairs/latent.pt" \
     --reference "$pairs/latent_nan.pt" >/dev/null 2>"$tmp/twice-ref.err"

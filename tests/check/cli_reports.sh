@@ -187,5 +187,26 @@ else
     echo "sqlite3 not found; audit checks skipped"
 fi
 
+# Findings at an element carry its byte offset in the file: the planted NaN
+# (BF16 0x7fc0, as torch writes it) and the planted non-ternary value.
+"$check" --no-audit --format json "$nan" >"$tmp/offset-nan.json" 2>/dev/null
+offset=$("$probe" "$tmp/offset-nan.json" findings.0.offset)
+[ "$("$probe" "$tmp/offset-nan.json" findings.0.rule)" = values.nonfinite ] &&
+    [ "$(od -An -tx2 -j "$offset" -N2 "$nan" | tr -d ' ')" = 7fc0 ] ||
+    fail "NaN finding: byte offset $offset does not hold the NaN"
+grep -q '"message": ".* the first is NaN at row 3, column 5"' "$tmp/offset-nan.json" ||
+    fail "NaN finding: the message does not name the NaN as NaN"
+nonternary=$BCPM_FIXTURES/check/defect-nonternary/pytorch_model.bin
+"$check" --no-audit --format json "$nonternary" >"$tmp/offset-value.json" 2>/dev/null
+k=0
+while [ "$("$probe" "$tmp/offset-value.json" "findings.$k.rule")" != ternary.values ]; do
+    k=$((k + 1))
+    [ "$k" -lt 50 ] || break
+done
+# expectations.json plants 0.00799560546875 there: 2^-7 * (1 + 3/128), BF16 bits 0x3c03.
+offset=$("$probe" "$tmp/offset-value.json" "findings.$k.offset")
+[ "$(od -An -tx2 -j "$offset" -N2 "$nonternary" | tr -d ' ')" = 3c03 ] ||
+    fail "ternary.values finding: byte offset $offset does not hold the planted value"
+
 [ "$failed" = 0 ] && echo "all bitcpm-check report checks passed"
 exit "$failed"
