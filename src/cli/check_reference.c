@@ -66,23 +66,36 @@ static int open_latent(struct check_reference *r, const struct bcpm_ruleset *rs,
 }
 
 /*
- * Fill the comparison parameters. The group size is --group-size, else the
- * one the engine used for this checkpoint's ternary tensors (the
- * ternary.values rule), else one group per row. eps is --eps, else the "eps"
- * parameter of a reference.codes entry in the rule files, else the
- * quantizer's default.
+ * Fill the comparison parameters other than the group size (left at one
+ * group per row). eps is --eps, else the "eps" parameter of a
+ * reference.codes entry in the rule files, else the quantizer's default.
  */
-static void comparison_options(const struct check_reference *r, const struct bcpm_ruleset *rs,
-                               const struct bcpm_check_result *result, size_t first_tensor,
-                               struct bcpm_reference_options *options)
+static void base_options(const struct check_reference *r, const struct bcpm_ruleset *rs,
+                         struct bcpm_reference_options *options)
 {
     double value;
 
     bcpm_reference_options_init(options);
     options->threads = r->threads;
     bcpm_compute_from_name(r->compute, &options->policy);
+    if (bcpm_ruleset_param_number(rs, "reference.codes", "eps", &value) == 0)
+        options->eps = (float)value;
+    if (bcpm_ruleset_param_number(rs, "reference.codes", "scale_tolerance_ulps", &value) == 0)
+        options->scale_tolerance_ulps = (uint32_t)value;
+    if (r->eps > 0)
+        options->eps = (float)r->eps;
+}
 
-    options->group_size = -1;
+/*
+ * Fill the comparison parameters after the engine ran. The group size is
+ * --group-size, else the one the engine used for this checkpoint's ternary
+ * tensors (the ternary.values rule), else one group per row.
+ */
+static void comparison_options(const struct check_reference *r, const struct bcpm_ruleset *rs,
+                               const struct bcpm_check_result *result, size_t first_tensor,
+                               struct bcpm_reference_options *options)
+{
+    base_options(r, rs, options);
     for (size_t i = first_tensor; i < result->ntensors; i++) {
         const struct bcpm_tensor_stats *t = &result->tensors[i];
         if (t->role == BCPM_ROLE_TERNARY && t->ternary_checked && t->group_size != 0) {
@@ -92,13 +105,6 @@ static void comparison_options(const struct check_reference *r, const struct bcp
     }
     if (r->group_size != 0)
         options->group_size = r->group_size;
-
-    if (bcpm_ruleset_param_number(rs, "reference.codes", "eps", &value) == 0)
-        options->eps = (float)value;
-    if (bcpm_ruleset_param_number(rs, "reference.codes", "scale_tolerance_ulps", &value) == 0)
-        options->scale_tolerance_ulps = (uint32_t)value;
-    if (r->eps > 0)
-        options->eps = (float)r->eps;
 }
 
 /* Names of the ternary tensors the engine found in result from first_tensor on. */
@@ -315,7 +321,6 @@ void check_reference_begin(struct check_reference *r, const struct bcpm_ruleset 
                            struct bcpm_check_options *check_options)
 {
     struct bcpm_reference_options options;
-    struct bcpm_check_result none = {0};
     struct bcpm_error err;
 
     check_reference_end(r);
@@ -325,7 +330,7 @@ void check_reference_begin(struct check_reference *r, const struct bcpm_ruleset 
     if (!r->latent)
         return;
 
-    comparison_options(r, rs, &none, 0, &options);
+    base_options(r, rs, &options);
     options.group_size = planned_group_size(r, rs);
     bcpm_error_clear(&err);
     if (bcpm_reference_run_new(catalog, r->latent, &options, &r->run, &err) != 0)
