@@ -941,68 +941,6 @@ static int compare_tensor(const struct bcpm_tensor *pseudo, const struct bcpm_te
                           const struct bcpm_map *release_latent,
                           const struct bcpm_quant_digest *digest,
                           struct bcpm_ternary_group *scan_groups,
-                          struct bcpm_reference_result *out, struct bcpm_error *err);
-
-int bcpm_reference_compare(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,
-                           const struct bcpm_reference_options *options,
-                           const struct bcpm_map *release_pseudo,
-                           const struct bcpm_map *release_latent,
-                           struct bcpm_reference_result *out, struct bcpm_error *err)
-{
-    return bcpm_reference_compare_scan(pseudo, latent, options, release_pseudo, release_latent,
-                                       NULL, NULL, out, err);
-}
-
-/* Shape fields and group records of the pseudo side's scan; groups left zeroed. */
-static int prepare_scan(const struct bcpm_tensor *pseudo, int64_t group_size,
-                        struct bcpm_ternary_scan *scan, struct bcpm_error *err)
-{
-    uint64_t groups;
-    int rc = bcpm_ternary_scan_prepare(pseudo, group_size, scan, err);
-
-    if (rc != 0)
-        return rc;
-    groups = scan->rows * scan->groups_per_row;
-    if (groups == 0)
-        return 0;
-    scan->groups = calloc(groups, sizeof(*scan->groups));
-    if (!scan->groups)
-        return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name,
-                              "out of memory for %" PRIu64 " group results", groups);
-    return 0;
-}
-
-int bcpm_reference_compare_scan(const struct bcpm_tensor *pseudo,
-                                const struct bcpm_tensor *latent,
-                                const struct bcpm_reference_options *options,
-                                const struct bcpm_map *release_pseudo,
-                                const struct bcpm_map *release_latent,
-                                const struct bcpm_quant_digest *digest,
-                                struct bcpm_ternary_scan *scan,
-                                struct bcpm_reference_result *out, struct bcpm_error *err)
-{
-    int rc;
-
-    if (scan) {
-        rc = prepare_scan(pseudo, options->group_size, scan, err);
-        if (rc != 0)
-            return rc;
-    }
-    rc = compare_tensor(pseudo, latent, options, release_pseudo, release_latent, digest,
-                        scan ? scan->groups : NULL, out, err);
-    if (scan && rc == 0)
-        bcpm_ternary_scan_totals(pseudo, scan);
-    if (scan && rc != 0)
-        bcpm_ternary_scan_free(scan);
-    return rc;
-}
-
-static int compare_tensor(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,
-                          const struct bcpm_reference_options *options,
-                          const struct bcpm_map *release_pseudo,
-                          const struct bcpm_map *release_latent,
-                          const struct bcpm_quant_digest *digest,
-                          struct bcpm_ternary_group *scan_groups,
                           struct bcpm_reference_result *out, struct bcpm_error *err)
 {
     struct compare_job job;
@@ -1080,6 +1018,61 @@ static int compare_tensor(const struct bcpm_tensor *pseudo, const struct bcpm_te
     choose_policy(out, options->policy);
     return 0;
 }
+
+int bcpm_reference_compare(const struct bcpm_tensor *pseudo, const struct bcpm_tensor *latent,
+                           const struct bcpm_reference_options *options,
+                           const struct bcpm_map *release_pseudo,
+                           const struct bcpm_map *release_latent,
+                           struct bcpm_reference_result *out, struct bcpm_error *err)
+{
+    return bcpm_reference_compare_scan(pseudo, latent, options, release_pseudo, release_latent,
+                                       NULL, NULL, out, err);
+}
+
+/* Shape fields and group records of the pseudo side's scan; groups left zeroed. */
+static int prepare_scan(const struct bcpm_tensor *pseudo, int64_t group_size,
+                        struct bcpm_ternary_scan *scan, struct bcpm_error *err)
+{
+    uint64_t groups;
+    int rc = bcpm_ternary_scan_prepare(pseudo, group_size, scan, err);
+
+    if (rc != 0)
+        return rc;
+    groups = scan->rows * scan->groups_per_row;
+    if (groups == 0)
+        return 0;
+    scan->groups = calloc(groups, sizeof(*scan->groups));
+    if (!scan->groups)
+        return bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, pseudo->name,
+                              "out of memory for %" PRIu64 " group results", groups);
+    return 0;
+}
+
+int bcpm_reference_compare_scan(const struct bcpm_tensor *pseudo,
+                                const struct bcpm_tensor *latent,
+                                const struct bcpm_reference_options *options,
+                                const struct bcpm_map *release_pseudo,
+                                const struct bcpm_map *release_latent,
+                                const struct bcpm_quant_digest *digest,
+                                struct bcpm_ternary_scan *scan,
+                                struct bcpm_reference_result *out, struct bcpm_error *err)
+{
+    int rc;
+
+    if (scan) {
+        rc = prepare_scan(pseudo, options->group_size, scan, err);
+        if (rc != 0)
+            return rc;
+    }
+    rc = compare_tensor(pseudo, latent, options, release_pseudo, release_latent, digest,
+                        scan ? scan->groups : NULL, out, err);
+    if (scan && rc == 0)
+        bcpm_ternary_scan_totals(pseudo, scan);
+    if (scan && rc != 0)
+        bcpm_ternary_scan_free(scan);
+    return rc;
+}
+
 
 void bcpm_reference_result_free(struct bcpm_reference_result *result)
 {

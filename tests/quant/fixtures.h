@@ -67,4 +67,37 @@ static inline int fixture_cases(struct quant_case *cases, int max)
     return n;
 }
 
+/* Path of file in the checkpoint pairs folder, fixtures/quant/pairs; 0 when out is too small. */
+static inline int pair_path(char *out, size_t size, const char *file)
+{
+    const char *root = getenv("BCPM_FIXTURES");
+    int n = snprintf(out, size, "%s/quant/pairs/%s", root ? root : "fixtures", file);
+
+    return n > 0 && (size_t)n < size;
+}
+
+/*
+ * Read the ternary tensor names of the pairs (pairs/ternary.txt) into
+ * storage, pointing names[i] at each. Returns how many, 0 when the file is
+ * missing or empty.
+ */
+static inline size_t pair_ternary_names(char (*storage)[128], const char **names, size_t max)
+{
+    char path[1024];
+    size_t count = 0;
+    FILE *f;
+
+    if (!pair_path(path, sizeof(path), "ternary.txt"))
+        return 0;
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (count < max && fscanf(f, "%127s", storage[count]) == 1) {
+        names[count] = storage[count];
+        count++;
+    }
+    fclose(f);
+    return count;
+}
+
 #endif

@@ -150,6 +150,25 @@ static void kernels_stored_codes(void **state)
     each_table(check_stored_codes);
 }
 
+/* Statistics of x[0..n) on both tables, compared bit for bit. */
+static void compare_stats(const struct bcpm_quant_kernels *k, const struct bcpm_quant_kernels *s,
+                          const uint16_t *x, size_t n)
+{
+    struct bcpm_stats_block a, b;
+    double sa = k->abs_sum_bf16(x, n), sb = s->abs_sum_bf16(x, n);
+
+    k->stats_bf16(x, n, &a);
+    s->stats_bf16(x, n, &b);
+    assert_int_equal(a.nan, b.nan);
+    assert_int_equal(a.inf, b.inf);
+    assert_int_equal(a.zeros, b.zeros);
+    assert_memory_equal(&a.min, &b.min, sizeof(a.min));
+    assert_memory_equal(&a.max, &b.max, sizeof(a.max));
+    assert_memory_equal(&a.sum, &b.sum, sizeof(a.sum));
+    assert_memory_equal(&a.sum_squares, &b.sum_squares, sizeof(a.sum_squares));
+    assert_memory_equal(&sa, &sb, sizeof(sa));
+}
+
 static void check_stats(const struct bcpm_quant_kernels *k, const struct bcpm_quant_kernels *s)
 {
     uint16_t x[N];
@@ -158,16 +177,7 @@ static void check_stats(const struct bcpm_quant_kernels *k, const struct bcpm_qu
     for (int i = 0; i < N; i++)
         x[i] = bcpm_f32_to_bf16(random_weight(&seed));
     for (size_t n = 0; n <= N; n += (n < 70 ? 1 : 19)) {
-        struct bcpm_stats_block a, b;
-        k->stats_bf16(x, n, &a);
-        s->stats_bf16(x, n, &b);
-        assert_int_equal(a.nan, b.nan);
-        assert_int_equal(a.inf, b.inf);
-        assert_int_equal(a.zeros, b.zeros);
-        assert_memory_equal(&a.min, &b.min, sizeof(a.min));
-        assert_memory_equal(&a.max, &b.max, sizeof(a.max));
-        assert_memory_equal(&a.sum, &b.sum, sizeof(a.sum));
-        assert_memory_equal(&a.sum_squares, &b.sum_squares, sizeof(a.sum_squares));
+        compare_stats(k, s, x, n);
         assert_int_equal(k->count_nonfinite_bf16(x, n), s->count_nonfinite_bf16(x, n));
     }
 }
@@ -388,25 +398,6 @@ static void kernels_reference_export(void **state)
 {
     (void)state;
     each_table(check_reference_export);
-}
-
-/* Statistics of x[0..n) on both tables, compared bit for bit. */
-static void compare_stats(const struct bcpm_quant_kernels *k, const struct bcpm_quant_kernels *s,
-                          const uint16_t *x, size_t n)
-{
-    struct bcpm_stats_block a, b;
-    double sa = k->abs_sum_bf16(x, n), sb = s->abs_sum_bf16(x, n);
-
-    k->stats_bf16(x, n, &a);
-    s->stats_bf16(x, n, &b);
-    assert_int_equal(a.nan, b.nan);
-    assert_int_equal(a.inf, b.inf);
-    assert_int_equal(a.zeros, b.zeros);
-    assert_memory_equal(&a.min, &b.min, sizeof(a.min));
-    assert_memory_equal(&a.max, &b.max, sizeof(a.max));
-    assert_memory_equal(&a.sum, &b.sum, sizeof(a.sum));
-    assert_memory_equal(&a.sum_squares, &b.sum_squares, sizeof(a.sum_squares));
-    assert_memory_equal(&sa, &sb, sizeof(sa));
 }
 
 /*

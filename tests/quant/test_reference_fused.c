@@ -37,6 +37,7 @@
 #include "quant/reference.h"
 #include "quant/rows.h"
 #include "quant/simd.h"
+#include "fixtures.h"
 #include "tensor_util.h"
 
 /* ---- field by field comparison ---- */
@@ -907,29 +908,9 @@ static char ternary_storage[MAX_TERNARY][128];
 static const char *ternary[MAX_TERNARY];
 static size_t nternary;
 
-static void pair_path(char *out, size_t size, const char *file)
-{
-    const char *root = getenv("BCPM_FIXTURES");
-
-    int n = snprintf(out, size, "%s/quant/pairs/%s", root ? root : "fixtures", file);
-
-    assert_true(n > 0 && (size_t)n < size);
-}
-
 static void load_ternary(void)
 {
-    char path[1024];
-    FILE *f;
-
-    nternary = 0;
-    pair_path(path, sizeof(path), "ternary.txt");
-    f = fopen(path, "r");
-    assert_non_null(f);
-    while (nternary < MAX_TERNARY && fscanf(f, "%127s", ternary_storage[nternary]) == 1) {
-        ternary[nternary] = ternary_storage[nternary];
-        nternary++;
-    }
-    fclose(f);
+    nternary = pair_ternary_names(ternary_storage, ternary, MAX_TERNARY);
     assert_true(nternary > 0);
 }
 
@@ -956,7 +937,7 @@ static size_t load_pairs(struct pair_names *pairs)
 
     strcpy(pairs[0].pseudo, "pseudo.pt");
     strcpy(pairs[0].latent, "latent.pt");
-    pair_path(path, sizeof(path), "defects.txt");
+    assert_true(pair_path(path, sizeof(path), "defects.txt"));
     f = fopen(path, "r");
     assert_non_null(f);
     while (n < MAX_PAIRS && fscanf(f, "%127s %127s %63s %255s %ld %ld", pairs[n].pseudo,
@@ -1082,8 +1063,8 @@ static void check_pair_orders(const struct pair_names *pair)
     size_t nexpected;
     struct bcpm_error err = {0};
 
-    pair_path(pseudo_path, sizeof(pseudo_path), pair->pseudo);
-    pair_path(latent_path, sizeof(latent_path), pair->latent);
+    assert_true(pair_path(pseudo_path, sizeof(pseudo_path), pair->pseudo));
+    assert_true(pair_path(latent_path, sizeof(latent_path), pair->latent));
     assert_int_equal(bcpm_catalog_open(&pseudo, pseudo_path, NULL, &err), 0);
     assert_int_equal(bcpm_catalog_open(&latent, latent_path, NULL, &err), 0);
     bcpm_reference_options_init(&options);

@@ -16,33 +16,18 @@
 
 #include "quant/reference.h"
 
+#include "fixtures.h"
+
 #define MAX_TERNARY 64
 
 static char ternary_storage[MAX_TERNARY][128];
 static const char *ternary[MAX_TERNARY];
 static size_t nternary;
 
-static void pair_path(char *out, size_t size, const char *file)
-{
-    const char *root = getenv("BCPM_FIXTURES");
-    snprintf(out, size, "%s/quant/pairs/%s", root ? root : "fixtures", file);
-}
-
 static int load_ternary(void **state)
 {
-    char path[1024];
-    FILE *f;
-
     (void)state;
-    pair_path(path, sizeof(path), "ternary.txt");
-    f = fopen(path, "r");
-    if (!f)
-        return -1;
-    while (nternary < MAX_TERNARY && fscanf(f, "%127s", ternary_storage[nternary]) == 1) {
-        ternary[nternary] = ternary_storage[nternary];
-        nternary++;
-    }
-    fclose(f);
+    nternary = pair_ternary_names(ternary_storage, ternary, MAX_TERNARY);
     return nternary > 0 ? 0 : -1;
 }
 
@@ -57,8 +42,8 @@ static void compare_files(const char *pseudo_file, const char *latent_file,
     struct bcpm_error err = {0};
     int rc;
 
-    pair_path(pseudo_path, sizeof(pseudo_path), pseudo_file);
-    pair_path(latent_path, sizeof(latent_path), latent_file);
+    assert_true(pair_path(pseudo_path, sizeof(pseudo_path), pseudo_file));
+    assert_true(pair_path(latent_path, sizeof(latent_path), latent_file));
     assert_int_equal(bcpm_catalog_open(&pseudo, pseudo_path, NULL, &err), 0);
     assert_int_equal(bcpm_catalog_open(&latent, latent_path, NULL, &err), 0);
     bcpm_reference_options_init(&options);
@@ -108,7 +93,7 @@ static void pairs_planted_defects(void **state)
     FILE *f;
 
     (void)state;
-    pair_path(path, sizeof(path), "defects.txt");
+    assert_true(pair_path(path, sizeof(path), "defects.txt"));
     f = fopen(path, "r");
     assert_non_null(f);
     while (fscanf(f, "%127s %127s %63s %255s %ld %ld", pseudo, latent, rule, tensor, &row,
