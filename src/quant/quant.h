@@ -98,6 +98,15 @@ const struct bcpm_map *bcpm_quant_tensor_map(const struct bcpm_catalog *catalog,
                                              const struct bcpm_tensor *tensor);
 
 /*
+ * The file offset of element index (row-major) of tensor. Returns 1 and
+ * stores it when the tensor's bytes lie in its mapped file; returns 0 for
+ * bytes in a buffer the catalog owns (an inflated zip entry has no file
+ * offset) and for an index past the end.
+ */
+int bcpm_quant_file_offset(const struct bcpm_catalog *catalog, const struct bcpm_tensor *tensor,
+                           uint64_t index, uint64_t *offset);
+
+/*
  * Scan a floating-point tensor (BF16, F16, F32, F64) for ternary groups.
  * group_size must divide the column count unless it is -1. On success
  * free out with bcpm_ternary_scan_free.

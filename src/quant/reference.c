@@ -800,16 +800,10 @@ static void run_rows(struct compare_job *job, const struct bcpm_quant_digest *di
     uint64_t row_bytes = job->columns * bcpm_dtype_size(p->dtype);
     struct bcpm_quant_order order;
 
-    if (!digest || !job->release_pseudo || !p->contiguous ||
-        p->data != job->release_pseudo->data + p->byte_offset) {
+    if (!bcpm_quant_order_init(&order, digest, job->release_pseudo, p, row_bytes)) {
         bcpm_quant_parallel(threads, rows, compare_rows, job);
         return;
     }
-    order = (struct bcpm_quant_order){
-        .digest = digest, .map = job->release_pseudo, .file = p->file,
-        .base = p->byte_offset, .bytes = rows * row_bytes, .item_bytes = row_bytes,
-        .chunk = bcpm_quant_order_chunk(row_bytes),
-    };
     if (job->release_latent && l->contiguous) {
         order.also_map = job->release_latent;
         order.also_base = l->byte_offset;

@@ -187,14 +187,17 @@ static int add_shape_finding(const struct bcpm_catalog *pseudo, const struct bcp
                : -1;
 }
 
-/*
- * A ternary tensor whose columns the group size does not divide: its codes
- * cannot be recomputed, which is a finding about this tensor, not a failed
- * comparison. Returns 1 and adds the finding (-1 when memory ran out), or 0
- * when the group size fits.
- */
-static int group_size_misfit(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
-                             int64_t group_size, struct bcpm_findings *findings);
+static int same_shape(const struct bcpm_tensor *p, const struct bcpm_tensor *l)
+{
+    return p->ndim == l->ndim &&
+           memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) == 0;
+}
+
+/* Whether a tensor the conversion must copy has the latent tensor's dtype and shape. */
+static int same_layout(const struct bcpm_tensor *p, const struct bcpm_tensor *l)
+{
+    return p->dtype == l->dtype && same_shape(p, l);
+}
 
 static const char *file_of(const struct bcpm_catalog *catalog, const struct bcpm_tensor *t)
 {
@@ -213,12 +216,18 @@ static int in_list(const char *name, const char *const *list, size_t count)
 /* 1 when group_size (-1: one group per row) divides the columns of t. */
 static int group_size_fits(const struct bcpm_tensor *t, int64_t group_size, uint64_t *columns)
 {
-    uint64_t rows;
+    uint64_t rows, group;
 
     bcpm_tensor_matrix_shape(t, &rows, columns);
-    return group_size == -1 || (group_size > 0 && *columns % (uint64_t)group_size == 0);
+    return bcpm_fakequant_group_size(t, group_size, *columns, &group, NULL) == 0;
 }
 
+/*
+ * A ternary tensor whose columns the group size does not divide: its codes
+ * cannot be recomputed, which is a finding about this tensor, not a failed
+ * comparison. Returns 1 and adds the finding (-1 when memory ran out), or 0
+ * when the group size fits.
+ */
 static int group_size_misfit(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
                              int64_t group_size, struct bcpm_findings *findings)
 {
@@ -247,11 +256,22 @@ struct changed_job {
     int64_t *first; /* per worker: the first differing element of its steps, or -1 */
 };
 
+/* The first element of a that differs from b, searched from the element at byte off on. */
+static int64_t first_differing_element(const struct bcpm_tensor *a, const struct bcpm_tensor *b,
+                                       uint64_t off)
+{
+    size_t size = bcpm_dtype_size(a->dtype);
+    uint64_t i = off / size;
+
+    while (memcmp(a->data + i * size, b->data + i * size, size) == 0)
+        i++;
+    return (int64_t)i;
+}
+
 static void changed_steps(void *context, int worker, uint64_t begin, uint64_t end)
 {
     struct changed_job *job = context;
     const struct bcpm_tensor *a = job->a, *b = job->b;
-    size_t size = bcpm_dtype_size(a->dtype);
 
     job->first[worker] = -1;
     for (uint64_t s = begin; s < end; s++) {
@@ -263,12 +283,8 @@ static void changed_steps(void *context, int worker, uint64_t begin, uint64_t en
         bcpm_map_release(job->map_b, b->byte_offset + off, len);
         if (same)
             continue;
-        for (uint64_t i = off / size;; i++) {
-            if (memcmp(a->data + i * size, b->data + i * size, size) != 0) {
-                job->first[worker] = (int64_t)i;
-                return;
-            }
-        }
+        job->first[worker] = first_differing_element(a, b, off);
+        return;
     }
 }
 
@@ -308,12 +324,6 @@ static int64_t first_changed(const struct bcpm_tensor *a, const struct bcpm_map 
     return -1;
 }
 
-/* Whether a tensor the conversion must copy has the latent tensor's dtype and shape. */
-static int same_layout(const struct bcpm_tensor *p, const struct bcpm_tensor *l)
-{
-    return p->dtype == l->dtype && p->ndim == l->ndim &&
-           memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) == 0;
-}
 
 /*
  * The byte comparison of two contiguous tensors with the value statistics of
@@ -341,14 +351,8 @@ static void copied_stats_blocks(void *context, int worker, uint64_t begin, uint6
         uint64_t len = a->nbytes - off < step ? a->nbytes - off : step;
 
         /* Blocks come in increasing order per worker: its first difference is its earliest. */
-        if (job->first[worker] < 0 && memcmp(a->data + off, b->data + off, len) != 0) {
-            for (uint64_t i = off / size;; i++) {
-                if (memcmp(a->data + i * size, b->data + i * size, size) != 0) {
-                    job->first[worker] = (int64_t)i;
-                    break;
-                }
-            }
-        }
+        if (job->first[worker] < 0 && memcmp(a->data + off, b->data + off, len) != 0)
+            job->first[worker] = first_differing_element(a, b, off);
         bcpm_value_stats_block(a, k, &job->blocks[k]);
 
         if (off + len - released >= stride || k + 1 == end) {
@@ -368,6 +372,7 @@ int bcpm_reference_compare_copy(const struct bcpm_tensor *a, const struct bcpm_m
     uint64_t nblocks = bcpm_value_stats_block_count(a);
     uint64_t step = bcpm_value_stats_block_elements() * bcpm_dtype_size(a->dtype);
     struct copied_stats_job job = {a, b, map_a, map_b, NULL, first};
+    struct bcpm_quant_order order;
     int workers;
 
     *index = -1;
@@ -383,13 +388,11 @@ int bcpm_reference_compare_copy(const struct bcpm_tensor *a, const struct bcpm_m
     for (int w = 0; w < workers; w++)
         first[w] = -1;
 
-    if (digest && map_a && a->data == map_a->data + a->byte_offset) {
+    if (bcpm_quant_order_init(&order, digest, map_a, a, step)) {
         /* a's bytes go to the digest in file order; the ordered run drops the pages. */
-        struct bcpm_quant_order order = {
-            .digest = digest, .map = map_a, .file = a->file, .base = a->byte_offset,
-            .bytes = a->nbytes, .item_bytes = step, .chunk = bcpm_quant_order_chunk(step),
-            .also_map = map_b, .also_base = b->byte_offset, .also_item_bytes = step,
-        };
+        order.also_map = map_b;
+        order.also_base = b->byte_offset;
+        order.also_item_bytes = step;
         job.map_a = job.map_b = NULL;
         bcpm_quant_parallel_ordered(workers, nblocks, &order, copied_stats_blocks, &job);
     } else {
@@ -406,17 +409,12 @@ int bcpm_reference_compare_copy(const struct bcpm_tensor *a, const struct bcpm_m
     return 0;
 }
 
-/*
- * Give f the file offset of element index of t, when t's bytes lie in its
- * mapped file (not in an inflated zip entry, whose offsets name no file byte).
- */
+/* Give f the file offset of element index of t, where it has one. */
 static void set_offset(struct bcpm_finding *f, const struct bcpm_catalog *catalog,
                        const struct bcpm_tensor *t, uint64_t index)
 {
-    if (!f || !bcpm_quant_tensor_map(catalog, t) || index >= t->numel)
-        return;
-    f->has_offset = 1;
-    f->offset = t->byte_offset + bcpm_tensor_element_offset(t, index);
+    if (f)
+        f->has_offset = bcpm_quant_file_offset(catalog, t, index, &f->offset);
 }
 
 /* Offsets for the findings from first on that name a row and column of p (or of l). */
@@ -495,13 +493,14 @@ static int compare_copied(const struct bcpm_catalog *pseudo, const struct bcpm_t
     return add_changed_finding(pseudo, p, l, index, findings);
 }
 
-static int add_missing(struct bcpm_findings *findings, const struct bcpm_catalog *present,
-                       const struct bcpm_tensor *t, const char *side, const char *other_path)
+/* The reference.missing finding of a pseudo-quantized tensor that the latent side lacks. */
+static int add_missing(struct bcpm_findings *findings, const struct bcpm_catalog *pseudo,
+                       const struct bcpm_tensor *p, const char *latent_path)
 {
     return bcpm_findings_add(findings, "reference.missing", BCPM_SEVERITY_ERROR,
-                             file_of(present, t), t->name,
-                             "the tensor is in the %s checkpoint but missing from %s", side,
-                             other_path)
+                             file_of(pseudo, p), p->name,
+                             "the tensor is in the pseudo-quantized checkpoint but missing from %s",
+                             latent_path)
                ? 0
                : -1;
 }
@@ -576,8 +575,7 @@ int bcpm_reference_run_tensor(struct bcpm_reference_run *run, size_t index, int 
     p = &pseudo->tensors[index];
     l = bcpm_catalog_find(latent, p->name);
     d = &run->done[index];
-    if (!l || p->ndim != l->ndim ||
-        memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0)
+    if (!l || !same_shape(p, l))
         return 0;
 
     if (ternary) {
@@ -623,14 +621,13 @@ static int finish_tensor(struct bcpm_reference_run *run, size_t i, const char *c
     int rc;
 
     if (!l)
-        return add_missing(findings, pseudo, p, "pseudo-quantized", latent->path) != 0 ? -1 : 0;
+        return add_missing(findings, pseudo, p, latent->path);
     if (d->state == DONE_COPIED)
         return d->changed >= 0 ? add_changed_finding(pseudo, p, l, d->changed, findings) : 0;
     if (d->state == PENDING && !in_list(p->name, ternary, nternary))
         return compare_copied(pseudo, p, latent, l, options->threads, findings);
     if (d->state == PENDING) {
-        if (p->ndim != l->ndim ||
-            memcmp(p->shape, l->shape, (size_t)p->ndim * sizeof(int64_t)) != 0)
+        if (!same_shape(p, l))
             return add_shape_finding(pseudo, p, l, findings);
         rc = group_size_misfit(pseudo, p, options->group_size, findings);
         if (rc != 0)

@@ -48,6 +48,15 @@ const struct bcpm_map *bcpm_quant_tensor_map(const struct bcpm_catalog *catalog,
     return catalog->files[tensor->file].map;
 }
 
+int bcpm_quant_file_offset(const struct bcpm_catalog *catalog, const struct bcpm_tensor *tensor,
+                           uint64_t index, uint64_t *offset)
+{
+    if (index >= tensor->numel || !bcpm_quant_tensor_map(catalog, tensor))
+        return 0;
+    *offset = tensor->byte_offset + bcpm_tensor_element_offset(tensor, index);
+    return 1;
+}
+
 int bcpm_quant_job_threads(int requested, uint64_t bytes, uint64_t items)
 {
     uint64_t by_size = bytes / MIN_BYTES_PER_THREAD;
@@ -263,6 +272,20 @@ static void *run_ordered_worker(void *arg)
         chunk_done(run, k);
     }
     return NULL;
+}
+
+int bcpm_quant_order_init(struct bcpm_quant_order *order, const struct bcpm_quant_digest *digest,
+                          const struct bcpm_map *map, const struct bcpm_tensor *tensor,
+                          uint64_t item_bytes)
+{
+    if (!digest || !map || !tensor->contiguous || tensor->data != map->data + tensor->byte_offset)
+        return 0;
+    *order = (struct bcpm_quant_order){
+        .digest = digest, .map = map, .file = tensor->file, .base = tensor->byte_offset,
+        .bytes = tensor->numel * bcpm_dtype_size(tensor->dtype), .item_bytes = item_bytes,
+        .chunk = bcpm_quant_order_chunk(item_bytes),
+    };
+    return 1;
 }
 
 uint64_t bcpm_quant_order_chunk(uint64_t item_bytes)

@@ -59,6 +59,16 @@ void bcpm_quant_parallel_ordered(int threads, uint64_t items,
                                             uint64_t end),
                                  void *context);
 
+/*
+ * Fill order for a job over tensor in items of item_bytes consecutive bytes
+ * (the last item may be shorter), hashed to digest and dropped from map.
+ * Returns 1, or 0 when there is no digest or the tensor's bytes are not one
+ * contiguous run of map; the job then runs with bcpm_quant_parallel.
+ */
+int bcpm_quant_order_init(struct bcpm_quant_order *order, const struct bcpm_quant_digest *digest,
+                          const struct bcpm_map *map, const struct bcpm_tensor *tensor,
+                          uint64_t item_bytes);
+
 /* Items per ordered chunk: about 256 KiB of a tensor, so a chunk is still cached when hashed. */
 uint64_t bcpm_quant_order_chunk(uint64_t item_bytes);
 

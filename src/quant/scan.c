@@ -291,8 +291,11 @@ struct scan_job {
     const struct bcpm_quant_kernels *kernels;
 };
 
-static void add_group(struct scan_totals *t, const struct bcpm_ternary_group *g, uint64_t row,
-                      const uint8_t *row_data, const struct scan_job *job)
+/*
+ * Add group g of row to the totals. Returns 1 when g holds the first element
+ * so far that is not -s, 0 or +s; the caller then fills first_bad_value.
+ */
+static int add_group(struct scan_totals *t, const struct bcpm_ternary_group *g, uint64_t row)
 {
     t->nonfinite += g->nonfinite;
     if (g->magnitudes <= 1 && g->nonfinite == 0) {
@@ -300,13 +303,27 @@ static void add_group(struct scan_totals *t, const struct bcpm_ternary_group *g,
         for (int c = 0; c < 3; c++)
             t->codes[c] += g->codes[c];
     }
-    if (g->first_bad_column >= 0 && t->first_bad_row < 0) {
-        uint64_t bits = load_bits(row_data + (uint64_t)g->first_bad_column * job->bits.size,
-                                  job->bits.size);
-        t->first_bad_row = (int64_t)row;
-        t->first_bad_column = g->first_bad_column;
-        t->first_bad_value = bits_to_double(job->tensor->dtype, bits);
-        t->first_bad_scale = g->scale;
+    if (g->first_bad_column < 0 || t->first_bad_row >= 0)
+        return 0;
+    t->first_bad_row = (int64_t)row;
+    t->first_bad_column = g->first_bad_column;
+    t->first_bad_scale = g->scale;
+    return 1;
+}
+
+/* Add the totals of t to out; the earliest first bad element wins. */
+static void merge_totals(struct bcpm_ternary_scan *out, const struct scan_totals *t)
+{
+    out->groups_ternary += t->groups_ternary;
+    out->nonfinite += t->nonfinite;
+    for (int c = 0; c < 3; c++)
+        out->codes[c] += t->codes[c];
+    if (t->first_bad_row >= 0 &&
+        (out->first_bad_row < 0 || t->first_bad_row < out->first_bad_row)) {
+        out->first_bad_row = t->first_bad_row;
+        out->first_bad_column = t->first_bad_column;
+        out->first_bad_value = t->first_bad_value;
+        out->first_bad_scale = t->first_bad_scale;
     }
 }
 
@@ -342,7 +359,10 @@ static void scan_rows(void *context, int worker, uint64_t begin, uint64_t end)
                 scan_group_bf16((const uint16_t *)(const void *)x, job->group_size, column0,
                                 job->kernels, g) != 0)
                 scan_group_general(x, job->group_size, column0, tensor->dtype, &job->bits, g);
-            add_group(t, g, r, row, job);
+            if (add_group(t, g, r))
+                t->first_bad_value = bits_to_double(
+                    tensor->dtype, load_bits(row + (uint64_t)g->first_bad_column * job->bits.size,
+                                             job->bits.size));
         }
 
         if (r + 1 - released >= stride) {
@@ -366,13 +386,7 @@ static void run_rows(struct scan_job *job, const struct bcpm_quant_options *opti
     uint64_t row_bytes = job->columns * job->bits.size;
     struct bcpm_quant_order order;
 
-    if (options->digest && options->release && tensor->contiguous &&
-        tensor->data == options->release->data + tensor->byte_offset) {
-        order = (struct bcpm_quant_order){
-            .digest = options->digest, .map = options->release, .file = tensor->file,
-            .base = tensor->byte_offset, .bytes = rows * row_bytes, .item_bytes = row_bytes,
-            .chunk = bcpm_quant_order_chunk(row_bytes),
-        };
+    if (bcpm_quant_order_init(&order, options->digest, options->release, tensor, row_bytes)) {
         job->release = NULL;
         bcpm_quant_parallel_ordered(threads, rows, &order, scan_rows, job);
         return;
@@ -428,6 +442,7 @@ int bcpm_ternary_scan_prepare(const struct bcpm_tensor *tensor, int64_t group_si
 
 void bcpm_ternary_scan_totals(const struct bcpm_tensor *tensor, struct bcpm_ternary_scan *scan)
 {
+    struct scan_totals t = {.first_bad_row = -1, .first_bad_column = -1};
     uint64_t groups = scan->rows * scan->groups_per_row;
 
     scan->groups_ternary = 0;
@@ -437,25 +452,17 @@ void bcpm_ternary_scan_totals(const struct bcpm_tensor *tensor, struct bcpm_tern
     scan->first_bad_column = -1;
     if (!scan->groups)
         return;
-    /* Row-major order, as the scan's merge leaves it: the earliest bad element wins. */
+
+    /* Row-major order, as the threaded scan's merge leaves it. */
     for (uint64_t k = 0; k < groups; k++) {
         const struct bcpm_ternary_group *g = &scan->groups[k];
         uint64_t row = k / scan->groups_per_row;
 
-        scan->nonfinite += g->nonfinite;
-        if (g->magnitudes <= 1 && g->nonfinite == 0) {
-            scan->groups_ternary++;
-            for (int c = 0; c < 3; c++)
-                scan->codes[c] += g->codes[c];
-        }
-        if (g->first_bad_column >= 0 && scan->first_bad_row < 0) {
-            scan->first_bad_row = (int64_t)row;
-            scan->first_bad_column = g->first_bad_column;
-            scan->first_bad_value = bcpm_tensor_load_f64(
+        if (add_group(&t, g, row))
+            t.first_bad_value = bcpm_tensor_load_f64(
                 tensor, row * scan->columns + (uint64_t)g->first_bad_column);
-            scan->first_bad_scale = g->scale;
-        }
     }
+    merge_totals(scan, &t);
 }
 
 int bcpm_ternary_scan_ex(const struct bcpm_tensor *tensor, int64_t group_size,
@@ -506,20 +513,9 @@ int bcpm_ternary_scan_ex(const struct bcpm_tensor *tensor, int64_t group_size,
     /* Merge; each worker's first bad element is its earliest, so the earliest row wins. */
     rc = 0;
     for (int w = 0; w < threads; w++) {
-        const struct scan_totals *t = &job.totals[w];
-        if (t->failed)
+        if (job.totals[w].failed)
             rc = bcpm_error_set(err, BCPM_ERR_NOMEM, NULL, tensor->name, "out of memory");
-        out->groups_ternary += t->groups_ternary;
-        out->nonfinite += t->nonfinite;
-        for (int c = 0; c < 3; c++)
-            out->codes[c] += t->codes[c];
-        if (t->first_bad_row >= 0 &&
-            (out->first_bad_row < 0 || t->first_bad_row < out->first_bad_row)) {
-            out->first_bad_row = t->first_bad_row;
-            out->first_bad_column = t->first_bad_column;
-            out->first_bad_value = t->first_bad_value;
-            out->first_bad_scale = t->first_bad_scale;
-        }
+        merge_totals(out, &job.totals[w]);
     }
     free(job.totals);
     if (rc != 0)

@@ -130,17 +130,10 @@ static void run_blocks(struct stats_job *job, const struct bcpm_quant_options *o
                        uint64_t nblocks, int threads)
 {
     const struct bcpm_tensor *t = job->tensor;
-    size_t size = bcpm_dtype_size(t->dtype);
     struct bcpm_quant_order order;
 
-    if (options->digest && options->release && t->contiguous &&
-        t->data == options->release->data + t->byte_offset) {
-        order = (struct bcpm_quant_order){
-            .digest = options->digest, .map = options->release, .file = t->file,
-            .base = t->byte_offset, .bytes = t->numel * size,
-            .item_bytes = (uint64_t)STATS_BLOCK * size,
-            .chunk = bcpm_quant_order_chunk((uint64_t)STATS_BLOCK * size),
-        };
+    if (bcpm_quant_order_init(&order, options->digest, options->release, t,
+                              (uint64_t)STATS_BLOCK * bcpm_dtype_size(t->dtype))) {
         job->release = NULL;
         bcpm_quant_parallel_ordered(threads, nblocks, &order, stats_blocks, job);
         return;

@@ -41,21 +41,6 @@ static int looks_latent(const struct check_ctx *ctx, const struct ternary_summar
     return s->scanned && s->groups && (double)s->groups_many > fraction * (double)s->groups;
 }
 
-/*
- * Give f the file offset of element index of tensor i, when the tensor's
- * bytes lie in its mapped file (an inflated zip entry has no file offset).
- */
-static void set_offset(const struct check_ctx *ctx, size_t i, uint64_t index,
-                       struct bcpm_finding *f)
-{
-    const struct bcpm_tensor *t = &ctx->cat->tensors[i];
-
-    if (!f || index >= t->numel || !bcpm_quant_tensor_map(ctx->cat, t))
-        return;
-    f->has_offset = 1;
-    f->offset = t->byte_offset + bcpm_tensor_element_offset(t, index);
-}
-
 /* "NaN", "Inf" or "-Inf": the C library may print a NaN as "-nan". */
 static const char *nonfinite_name(double v)
 {
@@ -87,7 +72,7 @@ static void report_nonfinite(struct check_ctx *ctx, size_t i)
         f->row = (int64_t)(columns ? index / columns : 0);
         f->column = (int64_t)(columns ? index % columns : 0);
         f->value = info->nonfinite_value;
-        set_offset(ctx, i, index, f);
+        f->has_offset = bcpm_quant_file_offset(ctx->cat, t, index, &f->offset);
     }
 }
 
@@ -133,7 +118,9 @@ static void report_values(struct check_ctx *ctx, size_t i)
         f->column = s->bad_column;
         f->value = s->bad_value;
         if (s->bad_row >= 0 && s->bad_column >= 0)
-            set_offset(ctx, i, (uint64_t)s->bad_row * s->columns + (uint64_t)s->bad_column, f);
+            f->has_offset = bcpm_quant_file_offset(
+                ctx->cat, t, (uint64_t)s->bad_row * s->columns + (uint64_t)s->bad_column,
+                &f->offset);
     }
 }
 
