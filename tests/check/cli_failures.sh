@@ -17,14 +17,8 @@ ls_tool=$4
 good=$BCPM_FIXTURES/quant/pairs/pseudo.pt
 [ -f "$good" ] || { echo "fixture $good not found; skipping"; exit 77; }
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/bcpm-check-failures.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-failed=0
-
-fail() {
-    echo "FAIL: $*"
-    failed=1
-}
+test_name=failures
+. "$(dirname "$0")/common.sh"
 
 # expect_probe FILE PATH VALUE: the JSON value at PATH in FILE is VALUE.
 expect_probe() {

@@ -20,14 +20,8 @@ for f in "$latent" "$expected" "$zero" "$pseudo"; do
     [ -e "$f" ] || { echo "fixture $f not found; skipping"; exit 77; }
 done
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/bcpm-check-preview.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-failed=0
-
-fail() {
-    echo "FAIL: $*"
-    failed=1
-}
+test_name=preview
+. "$(dirname "$0")/common.sh"
 
 "$check" --no-audit --format json "$latent" >"$tmp/latent.json" 2>"$tmp/latent.err"
 code=$?

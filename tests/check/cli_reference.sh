@@ -10,14 +10,8 @@ probe=$2
 pairs=$BCPM_FIXTURES/quant/pairs
 [ -f "$pairs/defects.txt" ] || { echo "fixtures $pairs not found; skipping"; exit 77; }
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/bcpm-check-reference.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-failed=0
-
-fail() {
-    echo "FAIL: $*"
-    failed=1
-}
+test_name=reference
+. "$(dirname "$0")/common.sh"
 
 # The correct pair: exit 0, one comparison per ternary tensor, all elements match.
 "$check" --no-audit --format json "$pairs/pseudo.pt" --reference "$pairs/latent.pt" \

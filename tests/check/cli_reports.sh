@@ -17,28 +17,10 @@ for f in "$good" "$nan"; do
     [ -f "$f" ] || { echo "fixture $f not found; skipping"; exit 77; }
 done
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/bcpm-check-reports.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+test_name=reports
+. "$(dirname "$0")/common.sh"
 export BITCPM_AUDIT_DB="$tmp/audit.db"
 unset NO_COLOR
-failed=0
-
-fail() {
-    echo "FAIL: $*"
-    failed=1
-}
-
-run() {
-    name=$1
-    shift
-    "$check" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-    echo $? >"$tmp/$name.code"
-}
-
-expect_code() {
-    [ "$(cat "$tmp/$1.code")" = "$2" ] ||
-        fail "$1: exit $(cat "$tmp/$1.code"), expected $2; stderr: $(cat "$tmp/$1.err")"
-}
 
 # expect_probe FILE PATH VALUE: the JSON value at PATH in FILE is VALUE.
 expect_probe() {

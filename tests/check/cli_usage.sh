@@ -7,28 +7,9 @@
 set -u
 check=$1
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/bcpm-check-usage.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+test_name=usage
+. "$(dirname "$0")/common.sh"
 export BITCPM_AUDIT_DB="$tmp/audit.db"
-failed=0
-
-fail() {
-    echo "FAIL: $*"
-    failed=1
-}
-
-# run NAME ARGS...: run bitcpm-check, keep stdout, stderr and the exit code.
-run() {
-    name=$1
-    shift
-    "$check" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"
-    echo $? >"$tmp/$name.code"
-}
-
-expect_code() {
-    [ "$(cat "$tmp/$1.code")" = "$2" ] ||
-        fail "$1: exit $(cat "$tmp/$1.code"), expected $2; stderr: $(cat "$tmp/$1.err")"
-}
 
 expect_in() {
     grep -q -- "$3" "$tmp/$1.$2" || fail "$1: $2 lacks '$3': $(cat "$tmp/$1.$2")"
