@@ -874,8 +874,8 @@ struct stats512 {
  * Add 32 elements: `sums` contains them for the sums (left-out lanes +0, which
  * no sum notices), `extremes` for the minimum and maximum (left-out lanes
  * repeat a kept element). Element x*x is exact in double, so fma(x, x, acc)
- * rounds exactly as acc + x*x; no NaN reaches the sums, so fma(x, 1, acc)
- * may stand for acc + x where that balances the pipes.
+ * rounds exactly as acc + x*x. No NaN reaches the sums, so fma(x, 1, acc)
+ * may replace acc + x where that balances the load on the FMA and add units.
  */
 AVX512 static inline __attribute__((always_inline)) void
 stats512_add(struct stats512 *s, __m512i sums, __m512i extremes)
@@ -999,9 +999,9 @@ AVX512 static int stats512_fast(const uint16_t *x, size_t n, struct bcpm_stats_b
 }
 
 /*
- * Statistics 32 elements at a time. stats512_fast handles nearly every run.
- * This careful pass takes the runs it hands back: it leaves NaN and Inf out
- * block by block and keeps all four integer extremes of the bit patterns
+ * Statistics 32 elements at a time. stats512_fast handles nearly every run,
+ * and this careful pass takes the runs it rejects. It leaves NaN and Inf out
+ * block by block. It also keeps all four integer extremes of the bit patterns
  * (-0 made +0), so that runs of one sign get their minimum and maximum too.
  */
 AVX512 static void avx512_stats_bf16(const uint16_t *x, size_t n, struct bcpm_stats_block *out)

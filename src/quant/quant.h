@@ -131,12 +131,12 @@ void bcpm_ternary_scan_free(struct bcpm_ternary_scan *scan);
 
 /*
  * The scan group by group, for a pass that reads the rows for its own
- * purpose (the reference comparison): bcpm_ternary_scan_prepare checks the
- * dtype and group size and fills the shape fields of out (groups left NULL),
- * bcpm_ternary_scan_group scans the n elements of one group starting at
- * column column0 of its row, and bcpm_ternary_scan_totals fills the totals
- * of out from its groups once every group is done. The result equals
- * bcpm_ternary_scan_ex's.
+ * purpose (the reference comparison); the result equals bcpm_ternary_scan_ex's.
+ * bcpm_ternary_scan_prepare checks the dtype and group size and fills the
+ * shape fields of out (groups left NULL). bcpm_ternary_scan_group scans the n
+ * elements of one group starting at column column0 of its row.
+ * bcpm_ternary_scan_totals fills the totals of out from its groups once every
+ * group is done.
  */
 int bcpm_ternary_scan_prepare(const struct bcpm_tensor *tensor, int64_t group_size,
                               struct bcpm_ternary_scan *out, struct bcpm_error *err);
@@ -145,10 +145,10 @@ void bcpm_ternary_scan_group(enum bcpm_dtype dtype, const uint8_t *x, uint64_t n
 void bcpm_ternary_scan_totals(const struct bcpm_tensor *tensor, struct bcpm_ternary_scan *scan);
 
 /*
- * The group record of a BF16 group already known to hold only zeros and the
+ * Fill the record of a BF16 group known to contain only zeros and the
  * magnitude (bits, sign cleared), with negatives elements of -magnitude and
- * zeros zeros, as
- * bcpm_ternary_scan_group would fill it; magnitude 0 means all zeros.
+ * zeros zeros, as bcpm_ternary_scan_group would fill it. Magnitude 0 means
+ * all zeros.
  */
 void bcpm_ternary_group_bf16(const uint16_t *x, uint64_t n, uint64_t column0, uint16_t magnitude,
                              uint64_t negatives, uint64_t zeros, struct bcpm_ternary_group *g);
@@ -162,10 +162,9 @@ int bcpm_value_stats_ex(const struct bcpm_tensor *tensor, const struct bcpm_quan
 
 /*
  * The same statistics block by block, for a pass that reads the tensor for
- * its own purpose and wants the statistics on the way: blocks of
- * bcpm_value_stats_block_elements() consecutive elements (the last may be
- * shorter), each summed alone, then merged in block order. The result equals
- * bcpm_value_stats bit for bit.
+ * its own purpose. A block is bcpm_value_stats_block_elements() consecutive
+ * elements (the last may be shorter) summed alone, and the blocks are merged
+ * in block order. The result equals bcpm_value_stats bit for bit.
  */
 uint64_t bcpm_value_stats_block_elements(void);
 uint64_t bcpm_value_stats_block_count(const struct bcpm_tensor *tensor);

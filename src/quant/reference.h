@@ -120,10 +120,10 @@ int bcpm_reference_compare_scan(const struct bcpm_tensor *pseudo,
 void bcpm_reference_result_free(struct bcpm_reference_result *result);
 
 /*
- * The start of the reference.boundary message under --compute auto: "the
- * export matches the " when the chosen policy explains every code and scale,
- * "the export is closest to the " when some remain wrong; "" for an explicit
- * policy.
+ * Return the start of the reference.boundary message. Under --compute auto it
+ * is "the export matches the " when the chosen policy explains every code and
+ * scale, and "the export is closest to the " when some remain wrong. An
+ * explicit policy gets "".
  */
 const char *bcpm_reference_verdict(const struct bcpm_reference_result *result,
                                    enum bcpm_compute requested);
@@ -160,13 +160,13 @@ int bcpm_reference_compare_catalogs(const struct bcpm_catalog *pseudo,
 void bcpm_reference_results_free(struct bcpm_reference_result *results, size_t count);
 
 /*
- * The check of a tensor the conversion must copy unchanged, with the value
- * statistics of the pseudo-quantized side read in the same pass: index
- * receives the first element whose bytes differ (-1 when none) and stats
- * what bcpm_value_stats gives for pseudo. Both tensors must be contiguous,
- * with the same dtype and shape. Pages are dropped from the maps (may be
- * NULL) once compared; digest (may be NULL) receives pseudo's bytes in file
- * order. Returns 0, or -1 when the tensors do not qualify or memory ran out.
+ * Check a tensor the conversion must copy unchanged, and take the value
+ * statistics of the pseudo-quantized side in the same pass. index receives
+ * the first element whose bytes differ (-1 when none), and stats what
+ * bcpm_value_stats gives for pseudo. Both tensors must be contiguous, with the
+ * same dtype and shape. Pages are dropped from the maps (may be NULL) once
+ * compared, and digest (may be NULL) receives pseudo's bytes in file order.
+ * Returns 0, or -1 when the tensors do not qualify or memory ran out.
  */
 int bcpm_reference_compare_copy(const struct bcpm_tensor *pseudo,
                                 const struct bcpm_map *map_pseudo,
@@ -191,14 +191,14 @@ int bcpm_reference_run_new(const struct bcpm_catalog *pseudo, const struct bcpm_
 
 /*
  * Compare tensor index of the pseudo-quantized catalog now. A ternary one
- * (ternary 1) fills scan, as bcpm_reference_compare_scan does; any other
+ * (ternary 1) fills scan, as bcpm_reference_compare_scan does. Any other
  * fills stats with bcpm_value_stats of the pseudo-quantized tensor, read in
  * the same pass as the byte comparison. digest (may be NULL) receives the
  * pseudo-quantized tensor's bytes in file order, as the rule engine's value
- * pass feeds them (struct bcpm_quant_options). Returns 1 when it compared the tensor
- * and filled scan or stats, 0 when it left the tensor for
- * bcpm_reference_run_finish (no latent twin, another shape, a strided view)
- * and filled nothing, or a negative status.
+ * pass feeds them (struct bcpm_quant_options). Returns 1 when it compared
+ * the tensor and filled scan or stats, or a negative status. Returns 0 and
+ * fills nothing when it leaves the tensor for bcpm_reference_run_finish: no
+ * latent twin, another shape, a group size that does not fit, a strided view.
  */
 int bcpm_reference_run_tensor(struct bcpm_reference_run *run, size_t index, int ternary,
                               const struct bcpm_quant_digest *digest,

@@ -223,10 +223,10 @@ static int group_size_fits(const struct bcpm_tensor *t, int64_t group_size, uint
 }
 
 /*
- * A ternary tensor whose columns the group size does not divide: its codes
- * cannot be recomputed, which is a finding about this tensor, not a failed
- * comparison. Returns 1 and adds the finding (-1 when memory ran out), or 0
- * when the group size fits.
+ * Report a ternary tensor whose columns the group size does not divide. Its
+ * codes cannot be recomputed, which is a finding about this tensor and not a
+ * failed comparison. Returns 1 after adding the finding, -1 when memory ran
+ * out, and 0 when the group size fits.
  */
 static int group_size_misfit(const struct bcpm_catalog *pseudo, const struct bcpm_tensor *p,
                              int64_t group_size, struct bcpm_findings *findings)
@@ -594,7 +594,7 @@ int bcpm_reference_run_tensor(struct bcpm_reference_run *run, size_t index, int 
         return 1;
     }
 
-    /* The fused pass needs both tensors whole in memory; the rest goes the plain way. */
+    /* The fused pass reads both tensors as contiguous bytes; the rest goes the plain way. */
     if (!same_layout(p, l) || !p->contiguous || !l->contiguous || p->numel == 0 || !p->data ||
         !l->data)
         return 0;
@@ -679,8 +679,8 @@ int bcpm_reference_run_finish(struct bcpm_reference_run *run, const char *const 
 
     /*
      * Tensors only the latent side has. The finding goes on the checked
-     * checkpoint, which is the one that lacks them and whose report (a JUnit
-     * suite, a SARIF location) must show it.
+     * checkpoint because that one lacks them, so its report (a JUnit suite, a
+     * SARIF location) must show it.
      */
     for (size_t i = 0; i < latent->ntensors && rc == 0; i++) {
         const struct bcpm_tensor *l = &latent->tensors[i];

@@ -102,13 +102,13 @@ struct bcpm_value_stats;  /* quant/quant.h */
  * Another pass over the checkpoint that reads tensors for its own purpose
  * (the reference comparison) and can hand the value pass what it needs, so
  * that the file is read once. The value pass offers it each tensor before
- * reading it: a float tensor with the ternary role with ternary 1 and the
- * group size of the ternary.values rule, to fill scan as bcpm_ternary_scan_ex
- * would; a tensor without that role with ternary 0, to fill stats as
- * bcpm_value_stats would. digest is the value pass's (bcpm_check_options):
- * a pass that fills them feeds it the tensor's bytes in file order as the
- * value pass would. run returns 1 when it filled them and 0 when the value
- * pass must read the tensor itself; it reports its own errors.
+ * reading it. A float tensor with the ternary role comes with ternary 1 and
+ * the group size of the ternary.values rule, and run fills scan as
+ * bcpm_ternary_scan_ex would. A tensor without that role comes with ternary
+ * 0, and run fills stats as bcpm_value_stats would. digest is the value
+ * pass's (bcpm_check_options), and a pass that fills scan or stats feeds it
+ * the tensor's bytes in file order. run returns 1 when it filled them and 0
+ * when the value pass must read the tensor itself. It reports its own errors.
  */
 struct bcpm_check_tensor_pass {
     int (*run)(void *ctx, size_t tensor_index, int ternary, int64_t group_size,

@@ -170,7 +170,7 @@ grep -q 'classname="reference\.codes" name="all"' "$tmp/compared.xml" ||
     fail "JUnit with --reference: no passing reference.codes test case"
 
 # The per-tensor numbers add up: matches + boundary + mismatches + not_compared
-# is the element count, and the confusion matrix holds the elements whose
+# is the element count, and the confusion matrix contains the elements whose
 # stored value is a code. Every JSON written above takes part.
 for json in "$tmp"/*.json; do
     n=$("$probe" "$json" reference.tensors.#)
@@ -232,7 +232,7 @@ changed_offset=$("$probe" "$tmp/changed-offset.json" "findings.$k.offset")
     fail "changed.pt: byte offset $changed_offset does not hold the changed element"
 
 # An export given as the reference: every scale is off by the nonzero fraction
-# the other way round from quantizing twice, and the message says so.
+# the other way round from quantizing twice, and the message names that case.
 "$check" --no-audit --format json "$pairs/pseudo.pt" --reference "$pairs/pseudo.pt" \
     >"$tmp/self.out" 2>/dev/null
 code=$?
@@ -271,8 +271,8 @@ grep -q 'classname="reference\.missing" name="all"' "$tmp/missing.xml" &&
 grep -A1 'classname="reference\.missing"' "$tmp/missing.xml" | grep -q '<failure' ||
     fail "missing.pt JUnit: no failing reference.missing case"
 
-# The two arguments swapped: the checked file holds latent weights, and one
-# finding says so first among the comparison's findings.
+# The two arguments swapped: the checked file contains latent weights, and one
+# finding, first among the comparison's findings, asks whether they were swapped.
 "$check" --no-audit "$pairs/latent.pt" --reference "$pairs/pseudo.pt" >"$tmp/swapped.txt" 2>&1
 grep -A1 '^  reference.codes (' "$tmp/swapped.txt" | grep -q "were the checkpoint and --reference swapped?" ||
     fail "swapped arguments: no note that they look swapped"

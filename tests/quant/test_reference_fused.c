@@ -3,10 +3,10 @@
  * what the separate passes give:
  *
  *   - bcpm_reference_compare_scan equals bcpm_reference_compare, and the scan
- *     it fills equals bcpm_ternary_scan_ex, on a 4 MiB BF16 pair with defects
- *     planted in rows that different chunks and workers of the threaded run
- *     read, under every SIMD table the CPU supports, and with the same
- *     pseudo-quantized values stored as F32;
+ *     it fills equals bcpm_ternary_scan_ex. The pair is 4 MiB of BF16 with
+ *     defects planted in rows that different chunks and workers of the
+ *     threaded run read. It runs under every SIMD table the CPU supports, and
+ *     again with the same pseudo-quantized values stored as F32;
  *   - bcpm_reference_compare_copy finds the first differing element and
  *     fills the statistics bcpm_value_stats gives, bit for bit;
  *   - a run fed tensor by tensor (bcpm_reference_run_tensor, in any order or

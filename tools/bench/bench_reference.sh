@@ -108,7 +108,7 @@ run_pair "1b-${torch_layers}l"
 echo "## PyTorch, 1b-${torch_layers}l"
 torch_pair "1b-${torch_layers}l" 3
 
-# torch.load holds both files in memory, next to their page-cache copies.
+# torch.load keeps both files in memory, next to their page-cache copies.
 need=$(( $(stat -c %s "$work/8b-${layers}l-pseudo.bin") * 23 / 10 ))
 avail=$(( $(awk '/MemAvailable/ {print $2}' /proc/meminfo) * 1024 ))
 if [ "$avail" -ge "$need" ]; then
